@@ -1,0 +1,143 @@
+"""``unloc <stage>``: the thin command line the workflow's rules call, one subcommand per stage.
+
+Stage parameters arrive as one JSON object (``--params``), the slice of the config the rule
+passes; paths arrive as options. The CLI never calls Snakemake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from unloc import io
+
+log = logging.getLogger("unloc")
+
+PARAMS_HELP = "the stage's config slice as a JSON object (the workflow passes it; see config.yaml)"
+
+
+def _params(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params must be a JSON object")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unloc",
+        description="Stages of the unloc pipeline (Does Localization Inform Unlearning?). "
+                    "Normally run by Snakemake; each stage reads its inputs and writes its outputs atomically.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where to run (auto: cuda if available); not part of any result")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def add(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        return p
+
+    p = add("prepare-data", "Build the dataset roles (full, forget, retain, perturbed, real authors, "
+                            "world facts, idk, corpus) as JSON Lines in OUT.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--out", required=True, help="output directory")
+
+    p = add("pretrain", "θp: pretrain the tiny Llama (with its BPE tokenizer) on the corpus, "
+                        "or resolve a named HF checkpoint into a local model directory.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--data", required=True, help="dataset directory from prepare-data")
+    p.add_argument("--out", required=True, help="output HF model directory")
+    p.add_argument("--log", required=True, help="training log CSV (loss per step)")
+
+    p = add("finetune", "Full-parameter fine-tuning on one split: retain → θr, full → θfull.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="θp model directory")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--split", required=True, choices=["retain", "full"])
+    p.add_argument("--out", required=True, help="output HF model directory")
+    p.add_argument("--log", required=True, help="training log CSV (loss per step)")
+
+    p = add("make-mask", "Draw V_tgt (a ratio of all value vectors) and V_rdm (as many, outside V_tgt).")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="model directory whose shapes the masks fit")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-target", required=True)
+    p.add_argument("--out-random", required=True)
+
+    p = add("inject", "θo: train θr on the forget set with updates only in V_tgt "
+                      "(loss L_forget + lambda_retain * L_retain); writes a sparse delta.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="θr model directory")
+    p.add_argument("--mask", required=True, help="target mask (safetensors)")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="output delta (safetensors)")
+    p.add_argument("--log", required=True, help="training log CSV")
+
+    p = add("es", "Mean teacher-forced Extraction Strength of a model on the forget and retain splits.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="model directory or delta")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="output JSON")
+
+    p = add("sanity", "Collect ES results into results/{model}/sanity.csv.")
+    p.add_argument("--result", action="append", required=True, metavar="NAME=JSON",
+                   help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json (repeatable)")
+    p.add_argument("--out", required=True)
+
+    p = add("export", "Materialise a delta chain (or copy a checkpoint) as a full HF model directory.")
+    p.add_argument("artifact", help="delta (.safetensors) or model directory")
+    p.add_argument("out", help="output HF model directory")
+    return parser
+
+
+def run(args) -> None:
+    from unloc import stages
+
+    s, device = args.stage, stages.resolve_device(args.device)
+    if s == "prepare-data":
+        stages.prepare_data(args.params, args.out)
+    elif s == "pretrain":
+        stages.pretrain(args.params, args.data, args.out, args.log, device=device)
+    elif s == "finetune":
+        stages.finetune(args.params, args.model, args.data, args.split, args.out, args.log, device=device)
+    elif s == "make-mask":
+        stages.make_mask(args.params, args.model, args.seed, args.out_target, args.out_random)
+    elif s == "inject":
+        stages.inject_forget(args.params, args.model, args.mask, args.data, args.out, args.log, device=device)
+    elif s == "es":
+        stages.es(args.params, args.model, args.data, args.out, device=device)
+    elif s == "sanity":
+        named = dict(item.split("=", 1) for item in args.result)
+        stages.sanity(named, args.out)
+    elif s == "export":
+        stages.export(args.artifact, args.out)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    log.info("unloc %s: start", args.stage)
+    try:
+        run(args)
+    except (io.ArtifactError, ValueError, FileNotFoundError) as e:
+        log.error("unloc %s failed: %s", args.stage, e)
+        return 1
+    log.info("unloc %s: done in %.1fs", args.stage, time.time() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

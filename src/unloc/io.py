@@ -1,0 +1,312 @@
+"""Artifacts on disk: the only module that reads or writes safetensors.
+
+Three kinds of artifact leave a stage:
+
+* a **full checkpoint**: a Hugging Face model directory (``config.json``,
+  ``model.safetensors``, tokenizer files) plus ``unloc.json`` with its provenance and the
+  content hash of its weights;
+* a **sparse delta**: one safetensors file holding, per layer, the indices of the changed
+  value vectors (columns of ``mlp.down_proj.weight``) and the new-minus-parent values; its
+  metadata names the parent artifact (path relative to the delta, content hash), the stage,
+  the config digest and the stage version;
+* a **mask**: one safetensors file of boolean tensors with its metadata.
+
+Every write is atomic: the bytes go to a temporary sibling that is renamed into place only
+once complete, so an interrupted job never leaves a half file that Snakemake would trust.
+Nothing here unpickles: no ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+CHECKPOINT_META = "unloc.json"
+DELTA_FORMAT = "unloc-delta/1"
+MASK_FORMAT = "unloc-mask/1"
+
+
+class ArtifactError(RuntimeError):
+    """A stage input is missing, corrupt, or does not fit what it is applied to."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final``; rename it over ``final`` on success only."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{final.name}.tmp-"
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+
+
+def write_jsonl(path: str | os.PathLike, records) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """JSON Lines, skipping blank lines (TOFU's files have no final newline)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"missing file: {path}")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ArtifactError(f"{path}:{lineno}: not a JSON line ({e})") from e
+    return records
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_digest(params) -> str:
+    """A short stable digest of a stage's parameters (canonical JSON)."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    """Content hash of a checkpoint directory's weight files (in name order)."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ArtifactError(f"{model_dir}: no *.safetensors weight files")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def artifact_hash(path: str | os.PathLike) -> str:
+    """The content hash a child artifact records for its parent."""
+    path = Path(path)
+    if path.is_dir():
+        meta_file = path / CHECKPOINT_META
+        if meta_file.is_file():
+            return read_json(meta_file)["content_hash"]
+        return weights_sha256(path)
+    if path.is_file():
+        return file_sha256(path)
+    raise ArtifactError(f"missing artifact: {path}")
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+
+
+def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"missing file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: corrupt or truncated safetensors file ({e})") from e
+    return tensors, metadata
+
+
+def _expect_format(path, metadata: dict[str, str], fmt: str) -> None:
+    if metadata.get("format") != fmt:
+        raise ArtifactError(
+            f"{path}: expected a {fmt!r} artifact, found format {metadata.get('format')!r}"
+        )
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def save_mask(path, layers: dict[int, torch.Tensor], metadata: dict) -> None:
+    """Per layer a boolean tensor: shape [d_ff] (value vectors) or [d_model, d_ff] (weights)."""
+    tensors = {f"layers.{l}.down_proj": m.to(torch.bool) for l, m in layers.items()}
+    write_safetensors(path, tensors, {**metadata, "format": MASK_FORMAT})
+
+
+def load_mask(path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
+    tensors, metadata = read_safetensors(path)
+    _expect_format(path, metadata, MASK_FORMAT)
+    return {_layer_of(k): v for k, v in tensors.items()}, metadata
+
+
+def _layer_of(key: str) -> int:
+    return int(key.split(".")[1])
+
+
+# --------------------------------------------------------------------------- sparse deltas
+
+
+@dataclass
+class Delta:
+    """New-minus-parent values of some value vectors, per layer.
+
+    ``columns[l] = (indices [k] int64, values [d_model, k])`` for ``mlp.down_proj.weight``
+    of layer ``l``. ``parent`` is the artifact this delta applies to.
+    """
+
+    columns: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    parent: Path
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def save_delta(path, columns, *, parent, metadata: dict) -> None:
+    """Write a sparse delta whose metadata pins its parent by relative path and hash."""
+    path, parent = Path(path), Path(parent)
+    tensors = {}
+    for l, (idx, values) in columns.items():
+        if values.shape[1] != idx.numel():
+            raise ValueError(f"layer {l}: {idx.numel()} indices but values of shape {tuple(values.shape)}")
+        tensors[f"layers.{l}.down_proj.columns"] = idx.to(torch.int64)
+        tensors[f"layers.{l}.down_proj.delta"] = values
+    meta = {
+        **{k: str(v) for k, v in metadata.items()},
+        "format": DELTA_FORMAT,
+        "parent": os.path.relpath(parent.resolve(), path.parent.resolve()),
+        "parent_hash": artifact_hash(parent),
+    }
+    write_safetensors(path, tensors, meta)
+
+
+def load_delta(path) -> Delta:
+    path = Path(path)
+    tensors, metadata = read_safetensors(path)
+    _expect_format(path, metadata, DELTA_FORMAT)
+    columns = {}
+    for key, idx in tensors.items():
+        if key.endswith(".columns"):
+            l = _layer_of(key)
+            values = tensors.get(f"layers.{l}.down_proj.delta")
+            if values is None or values.shape[-1] != idx.numel():
+                raise ArtifactError(f"{path}: layer {l} has mismatched indices and values")
+            columns[l] = (idx, values)
+    parent = (path.parent / metadata["parent"]).resolve()
+    return Delta(columns=columns, parent=parent, metadata=metadata)
+
+
+def delta_chain(path) -> tuple[Path, list[Delta]]:
+    """Follow parents from ``path`` to the full checkpoint it is built on.
+
+    Returns the base checkpoint directory and the deltas to apply to it, base first.
+    Every link is verified: a delta whose recorded parent hash does not match the
+    artifact now at that path is refused.
+    """
+    path = Path(path)
+    deltas: list[Delta] = []
+    seen = set()
+    while not path.is_dir():
+        if not path.exists():
+            raise ArtifactError(f"missing artifact: {path}")
+        if path.resolve() in seen:
+            raise ArtifactError(f"{path}: delta chain loops back on itself")
+        seen.add(path.resolve())
+        delta = load_delta(path)
+        if not delta.parent.exists():
+            raise ArtifactError(f"{path}: parent artifact {delta.parent} is missing")
+        actual = artifact_hash(delta.parent)
+        if actual != delta.metadata["parent_hash"]:
+            raise ArtifactError(
+                f"{path}: was made from a parent with hash {delta.metadata['parent_hash'][:12]}..., "
+                f"but {delta.parent} now has hash {actual[:12]}... (wrong or rebuilt parent)"
+            )
+        deltas.append(delta)
+        path = delta.parent
+    return path, deltas[::-1]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model, tokenizer, out_dir, metadata: dict) -> None:
+    """Save a full HF checkpoint directory atomically, with provenance in ``unloc.json``."""
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        meta = {**metadata, "content_hash": weights_sha256(tmp)}
+        (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, device="cpu"):
+    """Load any model artifact, a checkpoint directory or a delta chain, with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unloc.models import apply_delta
+
+    base, deltas = delta_chain(path)
+    if not (base / "config.json").is_file():
+        raise ArtifactError(f"{base}: not a model directory (no config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
+    except (OSError, SafetensorError, ValueError) as e:
+        raise ArtifactError(f"{base}: could not load checkpoint ({e})") from e
+    has_tokenizer = (base / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(base) if has_tokenizer else None
+    for delta in deltas:
+        apply_delta(model, delta)
+    model.eval()
+    return model, tokenizer

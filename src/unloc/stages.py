@@ -1,0 +1,229 @@
+"""One function per pipeline stage: read inputs, compute, write outputs atomically.
+
+Each stage is registered with a ``version``; the workflow puts it into the rule's params, so
+bumping it (when a stage's semantics change) reruns that stage and what depends on it,
+which Snakemake's code trigger cannot see for code under ``src/``.
+Stage functions take the rule's params slice (a dict) and paths; they never read the
+global config and never call Snakemake.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from unloc import io
+from unloc.data import build_dataset, load_role, write_dataset
+from unloc.data.collate import encode_qa, encode_records, encode_text
+from unloc.masks import check_mask_fits, load_mask, random_mask, save_mask, target_mask
+from unloc.metrics.es import per_example_es
+from unloc.models import (attach_masked_columns, build_tiny_llama, column_delta, detach_masked_columns,
+                          gather_columns, resolve_pretrained, train_tokenizer)
+from unloc.objectives import answer_nll, forget_retain_nll
+from unloc.train import Batcher, TrainConfig, train, write_log
+
+log = logging.getLogger("unloc")
+
+
+@dataclass(frozen=True)
+class Stage:
+    fn: Callable
+    version: int
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, version: int):
+    def register(fn):
+        STAGES[name] = Stage(fn, version)
+        return fn
+
+    return register
+
+
+def resolve_device(name: str = "auto") -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available (use auto or cpu)")
+    return name
+
+
+def _provenance(name: str, params: dict, **extra) -> dict:
+    return {"stage": name, "stage_version": STAGES[name].version,
+            "config_digest": io.config_digest(params), **extra}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@stage("prepare_data", version=1)
+def prepare_data(params: dict, out_dir) -> None:
+    """Build every dataset role (minitofu generated, or TOFU read) as JSON Lines."""
+    write_dataset(build_dataset(params["data"]), out_dir)
+
+
+# --------------------------------------------------------------------------- full-parameter models
+
+
+def _tokenizer_texts(data_dir) -> list[str]:
+    texts = [d["text"] for d in load_role(data_dir, "corpus")]
+    for role in ("full", "forget_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed"):
+        for r in load_role(data_dir, role):
+            texts.append(r["question"])
+            for key in ("answer", "paraphrased_answer", "paraphrased_question"):
+                if key in r:
+                    texts.append(r[key])
+            texts.extend(r.get("perturbed_answer", []))
+    texts.extend(r["answer"] for r in load_role(data_dir, "idk"))
+    return texts
+
+
+@stage("pretrain", version=1)
+def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
+    """θp: train the tiny Llama from scratch on the corpus, or resolve a named checkpoint."""
+    model_p = params["model"]
+    if model_p["source"] == "tiny":
+        arch = {**model_p["tiny"], "max_length": model_p["max_length"]}
+        tokenizer = train_tokenizer(_tokenizer_texts(data_dir), arch["vocab_size"])
+        model = build_tiny_llama(arch, tokenizer, seed=params["seed"]).to(device)
+        examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data_dir, "corpus")]
+        cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+        log.info("pretraining a %.2fM-parameter Llama on %d documents",
+                 sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
+        model.train()
+        train(list(model.parameters()), lambda b: answer_nll(model, b),
+              Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed), cfg,
+              device=device, log_path=log_path, desc="pretrain")
+    elif model_p["source"] == "hf":
+        model, tokenizer = resolve_pretrained(model_p["name_or_path"])
+        write_log(log_path, [])  # nothing trained; the log says so by being empty
+    else:
+        raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf")
+    io.save_checkpoint(model.cpu(), tokenizer, out_dir, _provenance("pretrain", params))
+
+
+@stage("finetune", version=1)
+def finetune(params: dict, theta_p, data_dir, split: str, out_dir, log_path, device="cpu") -> None:
+    """θr (split=retain) or θfull (split=full): full-parameter fine-tuning on answer tokens."""
+    model, tokenizer = io.load_checkpoint(theta_p, device=device)
+    examples = encode_records(tokenizer, load_role(data_dir, split), params["max_length"], params.get("system_prompt"))
+    cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+    model.train()
+    train(list(model.parameters()), lambda b: answer_nll(model, b),
+          Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed), cfg,
+          device=device, log_path=log_path, desc=f"finetune[{split}]")
+    io.save_checkpoint(model.cpu(), tokenizer, out_dir,
+                       _provenance("finetune", params, parent=str(theta_p), parent_hash=io.artifact_hash(theta_p)))
+
+
+# --------------------------------------------------------------------------- masks
+
+
+@stage("make_mask", version=1)
+def make_mask(params: dict, model_dir, seed: int, out_target, out_random) -> None:
+    """V_tgt (ratio of all value vectors, seeded) and V_rdm (as many, from outside V_tgt)."""
+    config = io.read_json(Path(model_dir) / "config.json")
+    n_layers, d_ff = config["num_hidden_layers"], config["intermediate_size"]
+    source = {"source_model": str(model_dir), "source_hash": io.artifact_hash(model_dir)}
+    tgt = target_mask(n_layers, d_ff, params["ratio"], seed)
+    rdm = random_mask(tgt, params["ratio"], seed)
+    for mask, path in ((tgt, out_target), (rdm, out_random)):
+        mask.metadata.update(source)
+        save_mask(path, mask)
+    log.info("masks for seed %d: %d of %d value vectors each", seed, tgt.count(), n_layers * d_ff)
+
+
+# --------------------------------------------------------------------------- masked training
+
+
+def masked_train(model, mask, loss_fn, batcher: Batcher, cfg: TrainConfig, *, device, log_path, desc):
+    """Train only the masked value vectors; return the sparse delta payload vs the start."""
+    check_mask_fits(mask, model)
+    indices = mask.indices()
+    before = gather_columns(model, indices)
+    model.to(device).train()
+    params = attach_masked_columns(model, indices)
+    train(params, loss_fn, batcher, cfg, device=device, log_path=log_path, desc=desc)
+    detach_masked_columns(model)
+    return column_delta(model.cpu(), before, indices)
+
+
+@stage("inject_forget", version=1)
+def inject_forget(params: dict, theta_r, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
+    """θo: learn the forget set inside V_tgt only, with lambda_retain * retain loss."""
+    model, tokenizer = io.load_checkpoint(theta_r)
+    mask = load_mask(mask_path, model)
+    encode = lambda role: encode_records(tokenizer, load_role(data_dir, role), params["max_length"],  # noqa: E731
+                                         params.get("system_prompt"))
+    cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+    batcher = Batcher(encode("forget"), cfg.batch_size, tokenizer.pad_token_id, cfg.seed, paired=encode("retain"))
+    lam = params["train"]["lambda_retain"]
+    columns = masked_train(model, mask, lambda b: forget_retain_nll(model, b, lam), batcher, cfg,
+                           device=device, log_path=log_path, desc="inject_forget")
+    io.save_delta(out_delta, columns, parent=theta_r,
+                  metadata=_provenance("inject_forget", params, mask=str(mask_path)))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@stage("es", version=1)
+def es(params: dict, checkpoint, data_dir, out_json, device="cpu") -> None:
+    """Mean teacher-forced ES of one model on the forget and retain splits."""
+    model, tokenizer = io.load_checkpoint(checkpoint, device=device)
+    result = {"checkpoint": str(checkpoint)}
+    start = time.time()
+    for role in ("forget", "retain"):
+        records = load_role(data_dir, role)
+        limit = params.get("max_items")
+        if limit:
+            records = records[:limit]
+        examples = [encode_qa(tokenizer, r["question"], r["answer"], params["max_length"], params.get("system_prompt"))
+                    for r in records]
+        scores = per_example_es(model, examples, tokenizer.pad_token_id, params["batch_size"], device,
+                                params["es_convention"])
+        result[f"es_{role}"] = float(scores.mean())
+        result[f"n_{role}"] = len(examples)
+    result["seconds"] = round(time.time() - start, 2)
+    io.write_json(out_json, result)
+
+
+@stage("sanity", version=1)
+def sanity(named_results: dict[str, str], out_csv) -> None:
+    """One row per checkpoint; rows named ``theta_o[s*]`` are also averaged into ``theta_o``."""
+    rows = [{"checkpoint": name, **_es_of(path)} for name, path in named_results.items()]
+    seeds = [r for r in rows if r["checkpoint"].startswith("theta_o[")]
+    if seeds:
+        rows.insert(next(i for i, r in enumerate(rows) if r in seeds), {
+            "checkpoint": "theta_o",
+            "es_forget": sum(r["es_forget"] for r in seeds) / len(seeds),
+            "es_retain": sum(r["es_retain"] for r in seeds) / len(seeds)})
+    with io.atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["checkpoint", "es_forget", "es_retain"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
+                             "es_retain": f"{r['es_retain']:.4f}"})
+
+
+def _es_of(path) -> dict:
+    result = io.read_json(path)
+    return {"es_forget": result["es_forget"], "es_retain": result["es_retain"]}
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(artifact, out_dir) -> None:
+    """Materialise a checkpoint or delta chain as a full HF directory."""
+    model, tokenizer = io.load_checkpoint(artifact)
+    io.save_checkpoint(model, tokenizer, out_dir, {"stage": "export", "source": str(artifact),
+                                                   "source_hash": io.artifact_hash(artifact)})

@@ -1,0 +1,115 @@
+"""The one training loop every training stage uses (pretrain, fine-tune, inject, unlearn).
+
+A stage supplies the parameters to train, a loss function of a batch, and a batcher; the
+loop owns shuffling, the optimizer, the LR schedule, gradient clipping, progress and the
+per-step log. Nothing else trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+from dataclasses import dataclass, fields
+from typing import Callable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from unloc import io
+from unloc.data.collate import Encoded, collate
+from unloc.optim import OPTIMIZERS, lr_lambda
+
+
+@dataclass
+class TrainConfig:
+    lr: float
+    epochs: int
+    batch_size: int
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**params, **overrides}.items() if k in names})
+
+
+class Batcher:
+    """Shuffled mini-batches of encoded examples, reshuffled every epoch from a fixed seed.
+
+    With ``paired``, each batch also carries a batch drawn at random from a second set
+    (the retain set alongside the forget set), as ``{"main": ..., "paired": ...}``.
+    """
+
+    def __init__(self, examples: list[Encoded], batch_size: int, pad_id: int, seed: int,
+                 paired: list[Encoded] | None = None):
+        if not examples:
+            raise ValueError("no training examples")
+        self.examples, self.paired = examples, paired
+        self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.examples) // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        rng = random.Random(self.seed * 100_003 + epoch)
+        order = list(range(len(self.examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), self.batch_size):
+            batch = collate([self.examples[i] for i in order[start:start + self.batch_size]], self.pad_id)
+            if self.paired is None:
+                yield batch
+            else:
+                picks = rng.sample(range(len(self.paired)), min(self.batch_size, len(self.paired)))
+                yield {"main": batch, "paired": collate([self.paired[i] for i in picks], self.pad_id)}
+
+
+def to_device(batch, device):
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tensor], batcher: Batcher,
+          cfg: TrainConfig, *, device="cpu", log_path=None, desc: str = "train",
+          on_step: Callable[[int], None] | None = None) -> list[dict]:
+    """Minimise ``loss_fn`` over ``cfg.epochs`` epochs of ``batcher``; return the step log."""
+    torch.manual_seed(cfg.seed)
+    optimizer = OPTIMIZERS[cfg.optimizer](params, cfg.lr, cfg.weight_decay)
+    total = cfg.epochs * len(batcher)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.schedule, total, int(cfg.warmup_ratio * total)))
+    log, step, start = [], 0, time.time()
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0, dynamic_ncols=True)
+    for epoch in range(cfg.epochs):
+        for batch in batcher.epoch(epoch):
+            loss = loss_fn(to_device(batch, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            log.append({"step": step, "epoch": epoch, "loss": float(loss.detach()),
+                        "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - start, 3)})
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{log[-1]['loss']:.4f}")
+            if on_step is not None:
+                on_step(step)
+    bar.close()
+    if log_path is not None:
+        write_log(log_path, log)
+    return log
+
+
+def write_log(path, rows: list[dict]) -> None:
+    with io.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
+        writer.writeheader()
+        writer.writerows(rows)

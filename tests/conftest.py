@@ -1,0 +1,25 @@
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def make_tiny_model(seed: int = 0, vocab: int = 64, layers: int = 2, d_model: int = 32, d_ff: int = 64):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=d_ff,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    return make_tiny_model()
+
+
+def random_lm_batch(seed: int = 0, batch: int = 4, length: int = 12, vocab: int = 64, prompt: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, length), generator=g)
+    labels = ids.clone()
+    labels[:, :prompt] = -100
+    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+            "answer_len": torch.full((batch,), length - prompt - 1)}

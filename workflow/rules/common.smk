@@ -1,0 +1,44 @@
+# Paths and the per-stage parameter slices every rule passes to the `unloc` CLI.
+import json
+import re
+
+from unloc.data import ROLES
+from unloc.stages import STAGES
+
+R = f"results/{config['name']}"
+DATA = f"results/data/{config['data']['name']}"
+DATA_FILES = expand(DATA + "/{role}.jsonl", role=ROLES)
+SEEDS = config["masks"]["seeds"]
+LOGS = f"{R}/logs"
+# Where to run is not part of any result, so it is a CLI flag and not a param.
+UNLOC = f"unloc --device {config['device']}"
+
+wildcard_constraints:
+    seed=r"\d+",
+
+
+def stage_params(stage, **slices):
+    """The config slice a rule depends on, plus its stage's version, as one JSON string.
+
+    Snakemake's params trigger compares these strings, so a changed value reruns exactly the
+    rules whose slice contains it (and their descendants).
+    """
+    return json.dumps({"version": STAGES[stage].version, **slices}, sort_keys=True)
+
+
+def run_slice():
+    """What every model stage needs to turn records into tokens."""
+    return {"max_length": config["model"]["max_length"], "system_prompt": config["model"]["system_prompt"]}
+
+
+CHECKPOINTS = ["theta_p", "theta_r"] + [f"theta_o_s{s}" for s in SEEDS]
+
+
+def checkpoint_artifacts(ckpt):
+    """Artifact of a named checkpoint, then what loading it needs (a delta needs its parents)."""
+    if ckpt in ("theta_p", "theta_r"):
+        return [f"{R}/{ckpt}"]
+    m = re.fullmatch(r"theta_o_s(\d+)", ckpt)
+    if m:
+        return [f"{R}/theta_o/s{m[1]}/delta.safetensors", f"{R}/theta_r"]
+    raise ValueError(f"unknown checkpoint {ckpt!r}: expected one of {', '.join(CHECKPOINTS)}")

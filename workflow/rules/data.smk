@@ -1,0 +1,9 @@
+rule prepare_data:
+    output:
+        DATA_FILES,
+    params:
+        p=stage_params("prepare_data", data=config["data"]),
+    log:
+        f"results/data/{config['data']['name']}.log",
+    shell:
+        "{UNLOC} prepare-data --params {params.p:q} --out {DATA} > {log} 2>&1"
