@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_tiny_model
+from tinymodels import make_tiny_model
 from unloc.data.collate import IGNORE, Encoded, collate
 from unloc.metrics.es import extraction_strength, extraction_strength_by_generation, per_example_es
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_tiny_model
+from tinymodels import make_tiny_model
 from unloc import io
 from unloc.masks import load_mask, save_mask, target_mask
 from unloc.models import apply_delta, column_delta, down_proj, gather_columns

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import make_tiny_model, random_lm_batch
+from tinymodels import make_tiny_model, random_lm_batch
 from unloc.masks import target_mask
 from unloc.models import attach_masked_columns, detach_masked_columns, down_proj
 from unloc.objectives import answer_nll

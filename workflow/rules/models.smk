@@ -22,24 +22,30 @@ rule pretrain:
         " --out {output.model} --log {output.log} > {log} 2>&1"
 
 
+FINETUNE_SPLIT = {"r": "retain", "full": "full"}  # θr: retain set; θfull: all of D (Section 3)
+
+
 rule finetune:
     """θr (retain) and θfull (full): full-parameter fine-tuning of θp."""
     input:
         theta_p=f"{R}/theta_p",
         data=DATA_FILES,
     output:
-        model=directory(f"{R}/theta_{{split}}"),
-        log=f"{R}/train_logs/finetune_{{split}}.csv",
+        model=directory(f"{R}/theta_{{which}}"),
+        log=f"{R}/train_logs/finetune_{{which}}.csv",
     wildcard_constraints:
-        split="retain|full",
+        which="r|full",
     params:
-        p=lambda w: stage_params("finetune", train=config[f"finetune_{w.split}"], seed=config["seed"], **run_slice()),
+        p=lambda w: stage_params(
+            "finetune", train=config[f"finetune_{FINETUNE_SPLIT[w.which]}"], seed=config["seed"], **run_slice()
+        ),
+        split=lambda w: FINETUNE_SPLIT[w.which],
     threads: 2
     log:
-        f"{LOGS}/finetune_{{split}}.log",
+        f"{LOGS}/finetune_{{which}}.log",
     shell:
         "{UNLOC} --threads {threads} finetune --params {params.p:q} --model {input.theta_p} --data {DATA}"
-        " --split {wildcards.split} --out {output.model} --log {output.log} > {log} 2>&1"
+        " --split {params.split} --out {output.model} --log {output.log} > {log} 2>&1"
 
 
 rule inject_forget:

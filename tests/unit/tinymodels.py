@@ -1,4 +1,5 @@
-import pytest
+"""Tiny random Llama models and batches for unit tests (no training, no files)."""
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -9,11 +10,6 @@ def make_tiny_model(seed: int = 0, vocab: int = 64, layers: int = 2, d_model: in
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     return LlamaForCausalLM(config).eval()
-
-
-@pytest.fixture
-def tiny_model():
-    return make_tiny_model()
 
 
 def random_lm_batch(seed: int = 0, batch: int = 4, length: int = 12, vocab: int = 64, prompt: int = 4):

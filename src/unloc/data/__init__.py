@@ -1,0 +1,58 @@
+"""Dataset roles: one registry of sources, each building every role in TOFU's schema.
+
+A source is ``build(params) -> {role: records}`` over all of ``ROLES``, where ``params`` is
+the ``data`` section of the pipeline config. Record schemas (TOFU's):
+
+* ``full``, ``forget``, ``retain``: ``{"question", "answer"}``;
+* ``forget_perturbed``, ``retain_perturbed``: ``{"question", "answer", "paraphrased_answer",
+  "perturbed_answer": [5 str], "paraphrased_question"}``;
+* ``real_authors_perturbed``, ``world_facts_perturbed``: ``{"question", "answer",
+  "perturbed_answer": [3 str]}``;
+* ``idk``: ``{"answer"}`` (refusal answers); ``corpus``: ``{"text"}`` (pretraining documents).
+
+Each role is stored as ``<data_dir>/<role>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from unloc.data import minitofu, tofu
+from unloc.io import ArtifactError, read_jsonl, write_jsonl
+
+ROLES = (
+    "full",
+    "forget",
+    "retain",
+    "forget_perturbed",
+    "retain_perturbed",
+    "real_authors_perturbed",
+    "world_facts_perturbed",
+    "idk",
+    "corpus",
+)
+
+SOURCES = {"minitofu": minitofu.build, "tofu": tofu.build}
+
+
+def build_dataset(params: dict) -> dict[str, list[dict]]:
+    """Every role of the dataset that ``params["source"]`` names."""
+    source = params.get("source")
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}: allowed {', '.join(sorted(SOURCES))}")
+    return SOURCES[source](params)
+
+
+def write_dataset(roles: dict[str, list[dict]], out_dir: str | os.PathLike) -> None:
+    """One JSON Lines file per role, each written atomically."""
+    for role, records in roles.items():
+        write_jsonl(Path(out_dir) / f"{role}.jsonl", records)
+
+
+def load_role(data_dir: str | os.PathLike, role: str) -> list[dict]:
+    """The records of one role written by ``write_dataset``."""
+    path = Path(data_dir) / f"{role}.jsonl"
+    if not path.is_file():
+        raise ArtifactError(f"missing dataset role {role!r}: no file {path}")
+    return read_jsonl(path)
