@@ -129,7 +129,10 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     start = time.time()
-    log.info("unloc %s: start", args.stage)
+    paths = {k: v for k, v in vars(args).items() if k not in ("stage", "params", "verbose", "threads")}
+    log.info("unloc %s: start; %s", args.stage, ", ".join(f"{k}={v}" for k, v in paths.items()))
+    if getattr(args, "params", None) is not None:
+        log.info("params (digest %s): %s", io.config_digest(args.params), json.dumps(args.params, sort_keys=True))
     try:
         run(args)
     except (io.ArtifactError, ValueError, FileNotFoundError) as e:

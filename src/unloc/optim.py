@@ -37,3 +37,31 @@ def lr_lambda(schedule: str, total_steps: int, warmup_steps: int):
         raise ValueError(f"unknown lr schedule {schedule!r}: allowed constant, linear, cosine")
 
     return factor
+
+
+class NaiveMaskedAdamW:
+    """The definition masked training must match, for tests and benchmarks only.
+
+    Full-parameter AdamW over every parameter, with the gradient zeroed outside the mask and,
+    after each step, every entry outside the mask put back (decoupled weight decay would
+    otherwise still shrink it). Optimizer state is kept for the whole model.
+    """
+
+    def __init__(self, model, value_vector_mask: dict[int, torch.Tensor], lr: float, weight_decay: float):
+        self.params = dict(model.named_parameters())
+        self.start = {n: p.detach().clone() for n, p in self.params.items()}
+        self.allowed = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        for layer, m in value_vector_mask.items():
+            self.allowed[f"model.layers.{layer}.mlp.down_proj.weight"][:, m] = True
+        self.optimizer = adamw(list(self.params.values()), lr, weight_decay)
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    @torch.no_grad()
+    def step(self):
+        for n, p in self.params.items():
+            p.grad *= self.allowed[n]
+        self.optimizer.step()
+        for n, p in self.params.items():
+            p.copy_(torch.where(self.allowed[n], p, self.start[n]))

