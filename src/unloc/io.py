@@ -58,6 +58,10 @@ def atomic_path(final: str | os.PathLike, *, is_dir: bool = False) -> Iterator[P
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create owner-only files; give the result the usual umask mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
         if is_dir and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
