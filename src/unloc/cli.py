@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output delta (safetensors)")
     p.add_argument("--log", required=True, help="training log CSV")
 
+    p = add("unlearn", "θu: unlearn the forget set from θo with one objective (wga, npo, dpo, rmu), "
+                       "updates only inside one mask (Oracle = V_tgt, Random = V_rdm); writes a sparse delta on θo.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="θo (delta on θr)")
+    p.add_argument("--mask", required=True, help="the scenario's mask (safetensors)")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="output delta (safetensors)")
+    p.add_argument("--log", required=True, help="training log CSV")
+
     p = add("es", "Mean teacher-forced Extraction Strength of a model on the forget and retain splits.")
     p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
     p.add_argument("--model", required=True, help="model directory or delta")
@@ -111,6 +120,8 @@ def run(args) -> None:
         stages.make_mask(args.params, args.model, args.seed, args.out_target, args.out_random)
     elif s == "inject":
         stages.inject_forget(args.params, args.model, args.mask, args.data, args.out, args.log, device=device)
+    elif s == "unlearn":
+        stages.unlearn(args.params, args.model, args.mask, args.data, args.out, args.log, device=device)
     elif s == "es":
         stages.es(args.params, args.model, args.data, args.out, device=device)
     elif s == "sanity":

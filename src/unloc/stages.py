@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,12 @@ import torch
 
 from unloc import io
 from unloc.data import build_dataset, load_role, write_dataset
-from unloc.data.collate import encode_qa, encode_records, encode_text
+from unloc.data.collate import collate, encode_qa, encode_records, encode_text
 from unloc.masks import check_mask_fits, load_mask, random_mask, save_mask, target_mask
 from unloc.metrics.es import per_example_es
 from unloc.models import (attach_masked_columns, build_tiny_llama, column_delta, detach_masked_columns,
                           gather_columns, resolve_pretrained, train_tokenizer)
-from unloc.objectives import answer_nll, forget_retain_nll
+from unloc.objectives import OBJECTIVES, answer_nll, forget_retain_nll, rmu_steering, sequence_logprob
 from unloc.train import Batcher, TrainConfig, train, write_log
 
 log = logging.getLogger("unloc")
@@ -170,6 +171,67 @@ def inject_forget(params: dict, theta_r, mask_path, data_dir, out_delta, log_pat
                            device=device, log_path=log_path, desc="inject_forget")
     io.save_delta(out_delta, columns, parent=theta_r,
                   metadata=_provenance("inject_forget", params, mask=str(mask_path)))
+
+
+# --------------------------------------------------------------------------- unlearning
+
+
+@torch.no_grad()
+def _sequence_logprobs(model, examples, pad_id, batch_size, device) -> torch.Tensor:
+    """log p(y|x) of every example under a frozen model (the NPO/DPO reference, θo)."""
+    model.eval()
+    out = [sequence_logprob(model, {k: v.to(device) for k, v in collate(examples[i:i + batch_size], pad_id).items()})
+           for i in range(0, len(examples), batch_size)]
+    return torch.cat(out)
+
+
+def _idk_answers(idk: list[dict], n: int, seed: int) -> list[str]:
+    """One refusal answer per forget item, drawn with a fixed seed (DPO's preferred answers)."""
+    rng = random.Random(seed)
+    return [rng.choice(idk)["answer"] for _ in range(n)]
+
+
+def objective_loss(name: str, hparams: dict, model, tokenizer, forget, data_dir, params, device):
+    """The loss of one batch for objective ``name``, its per-example inputs prepared once on θo.
+
+    Returns ``(loss_fn, aligned)``: ``aligned`` is the set DPO pairs with each forget item.
+    """
+    fn, pad = OBJECTIVES[name], tokenizer.pad_token_id
+    if name == "wga":
+        return (lambda b: fn(model, b, alpha=hparams["alpha"])), None
+    if name == "npo":
+        ref = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device)
+        return (lambda b: fn(model, b, beta=hparams["beta"], ref_logprob=ref[b["index"]])), None
+    if name == "dpo":
+        records = load_role(data_dir, "forget")
+        idk = encode_records(tokenizer, [{"question": r["question"], "answer": a} for r, a in zip(
+            records, _idk_answers(load_role(data_dir, "idk"), len(records), params["seed"]))],
+            params["max_length"], params.get("system_prompt"))
+        ref_lose = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device)
+        ref_win = _sequence_logprobs(model, idk, pad, params["eval_batch_size"], device)
+        return (lambda b: fn(model, b, beta=hparams["beta"], ref_win=ref_win[b["main"]["index"]],
+                             ref_lose=ref_lose[b["main"]["index"]])), idk
+    if name == "rmu":
+        steering = rmu_steering(model.config.hidden_size, hparams["scale"], hparams["steering_seed"]).to(device)
+        return (lambda b: fn(model, b, layer=hparams["layer"], steering=steering)), None
+    raise ValueError(f"unknown objective {name!r}: allowed {', '.join(OBJECTIVES)}")
+
+
+@stage("unlearn", version=1)
+def unlearn(params: dict, theta_o, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
+    """θu: unlearn the forget set from θo with updates only inside one mask (Oracle or Random)."""
+    name = params["objective"]
+    model, tokenizer = io.load_checkpoint(theta_o)
+    mask = load_mask(mask_path, model)
+    forget = encode_records(tokenizer, load_role(data_dir, "forget"), params["max_length"], params.get("system_prompt"))
+    hparams = params["hparams"]
+    loss_fn, aligned = objective_loss(name, hparams, model, tokenizer, forget, data_dir, params, device)
+    cfg = TrainConfig.from_params(params["train"], lr=hparams["lr"], seed=params["seed"])
+    batcher = Batcher(forget, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, aligned=aligned)
+    columns = masked_train(model, mask, loss_fn, batcher, cfg, device=device, log_path=log_path,
+                           desc=f"unlearn[{name}]")
+    io.save_delta(out_delta, columns, parent=theta_o,
+                  metadata=_provenance("unlearn", params, mask=str(mask_path)))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -42,15 +42,20 @@ class TrainConfig:
 class Batcher:
     """Shuffled mini-batches of encoded examples, reshuffled every epoch from a fixed seed.
 
-    With ``paired``, each batch also carries a batch drawn at random from a second set
-    (the retain set alongside the forget set), as ``{"main": ..., "paired": ...}``.
+    Every batch carries ``index``, the positions of its examples, so a loss can look up
+    per-example inputs computed once (reference log-likelihoods). With ``paired``, each
+    batch becomes ``{"main": ..., "paired": ...}`` with a batch drawn at random from a second
+    set (the retain set beside the forget set); with ``aligned``, ``{"main": ..., "win": ...}``
+    where ``win`` holds the aligned set's examples at the same positions (DPO's IDK answers).
     """
 
     def __init__(self, examples: list[Encoded], batch_size: int, pad_id: int, seed: int,
-                 paired: list[Encoded] | None = None):
+                 paired: list[Encoded] | None = None, aligned: list[Encoded] | None = None):
         if not examples:
             raise ValueError("no training examples")
-        self.examples, self.paired = examples, paired
+        if aligned is not None and len(aligned) != len(examples):
+            raise ValueError(f"aligned set has {len(aligned)} examples, expected {len(examples)}")
+        self.examples, self.paired, self.aligned = examples, paired, aligned
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
 
     def __len__(self) -> int:
@@ -61,12 +66,16 @@ class Batcher:
         order = list(range(len(self.examples)))
         rng.shuffle(order)
         for start in range(0, len(order), self.batch_size):
-            batch = collate([self.examples[i] for i in order[start:start + self.batch_size]], self.pad_id)
-            if self.paired is None:
-                yield batch
-            else:
+            ids = order[start:start + self.batch_size]
+            batch = collate([self.examples[i] for i in ids], self.pad_id)
+            batch["index"] = torch.tensor(ids)
+            if self.paired is not None:
                 picks = rng.sample(range(len(self.paired)), min(self.batch_size, len(self.paired)))
                 yield {"main": batch, "paired": collate([self.paired[i] for i in picks], self.pad_id)}
+            elif self.aligned is not None:
+                yield {"main": batch, "win": collate([self.aligned[i] for i in ids], self.pad_id)}
+            else:
+                yield batch
 
 
 def to_device(batch, device):

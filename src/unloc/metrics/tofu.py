@@ -1,0 +1,203 @@
+"""TOFU metrics (DESIGN §6): answer probability, truth ratio, ROUGE-L recall, FQ and MU.
+
+Every likelihood is a per-token mean over the answer tokens, EOS included, from one
+teacher-forced forward pass per batch. The pieces are split in two layers so each
+convention can be tested against its definition: functions of losses (pure arithmetic)
+and functions of a model (which only compute losses or generations and call the former).
+``utility_parts`` scores each split's losses once and reuses them for probability and
+truth ratio. Conventions and their sources: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+from unloc.data.collate import collate, encode_qa
+from unloc.metrics.generation import greedy_generate, pad_token_id
+from unloc.objectives import token_logprobs
+
+UTILITY_PARTS = (
+    "retain_prob", "retain_rouge", "retain_tr",
+    "real_authors_prob", "real_authors_rouge", "real_authors_tr",
+    "world_facts_prob", "world_facts_rouge", "world_facts_tr",
+)
+"""The 9 numbers whose harmonic mean is MU, in the order the pipeline writes them."""
+
+CORRECT_KEY = {
+    "forget_perturbed": "paraphrased_answer",
+    "retain_perturbed": "paraphrased_answer",
+    "real_authors_perturbed": "answer",
+    "world_facts_perturbed": "answer",
+}
+"""The answer a truth ratio compares the perturbed answers with, per dataset role (TOFU's choice)."""
+
+UTILITY_SPLITS = (("retain", "retain_perturbed", False),
+                  ("real_authors", "real_authors_perturbed", True),
+                  ("world_facts", "world_facts_perturbed", True))
+"""(part prefix, dataset role, probability normalised over the perturbed options)."""
+
+
+@dataclass(frozen=True)
+class TofuEvalConfig:
+    max_length: int
+    batch_size: int
+    max_new_tokens: int
+    system_prompt: str | None = None
+    device: str = "cpu"
+
+
+# --------------------------------------------------------------------------- losses
+
+
+@torch.no_grad()
+def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
+                  device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
+    """[N] mean NLL per answer token (answer + EOS) of each (question, answer) pair.
+
+    Pairs are sorted by length before batching so a batch pads little; a right-padded causal
+    pass gives every real token the logits it would get alone, so the result does not
+    depend on ``batch_size`` (up to float rounding).
+    """
+    encoded = [encode_qa(tokenizer, q, a, max_length, system_prompt) for q, a in pairs]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    losses = torch.empty(len(encoded), dtype=torch.float64)
+    pad_id = pad_token_id(tokenizer)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in rows], pad_id)
+        labels = batch["labels"].to(device)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logp, mask = token_logprobs(logits, labels)
+        losses[rows] = (-logp.sum(1) / mask.sum(1)).double().cpu()
+    return losses
+
+
+def perturbed_losses(model, tokenizer, records: Sequence[dict], max_length: int, batch_size: int = 32,
+                     device: str = "cpu", system_prompt: str | None = None) -> list[torch.Tensor]:
+    """Per item, the [k] losses of its perturbed answers; all items' answers share batches."""
+    pairs = [(r["question"], p) for r in records for p in r["perturbed_answer"]]
+    flat = answer_losses(model, tokenizer, pairs, max_length, batch_size, device, system_prompt)
+    return list(flat.split([len(r["perturbed_answer"]) for r in records]))
+
+
+# --------------------------------------------------------------------------- functions of losses
+
+
+def truth_ratio_from_losses(correct: torch.Tensor, perturbed: Sequence[torch.Tensor]) -> torch.Tensor:
+    """tr = exp(-mean_k loss_k) / exp(-loss_correct), in log space so it cannot overflow early."""
+    mean_perturbed = torch.stack([p.mean() for p in perturbed])
+    return torch.exp(correct.double() - mean_perturbed.double())
+
+
+def normalised_probability_from_losses(correct: torch.Tensor, perturbed: Sequence[torch.Tensor]) -> torch.Tensor:
+    """p_correct / (p_correct + sum_k p_k) per item, p = exp(-mean token loss)."""
+    p_correct = torch.exp(-correct.double())
+    p_perturbed = torch.stack([torch.exp(-p.double()).sum() for p in perturbed])
+    return p_correct / (p_correct + p_perturbed)
+
+
+def truth_ratio_forget(tr: torch.Tensor) -> float:
+    """Forget aggregate: mean(min(tr, 1/tr)); 1 when correct and perturbed are equally likely."""
+    return float(torch.minimum(tr, 1.0 / tr).mean())
+
+
+def truth_ratio_utility(tr: torch.Tensor) -> float:
+    """Utility aggregate: mean(max(0, 1 - tr)); 1 when the correct answer dominates."""
+    return float((1.0 - tr).clamp(min=0.0).mean())
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L recall (LCS / reference length, Porter-stemmed tokens) of predictions."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    scorer = _rouge_scorer()
+    return float(np.mean([scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)]))
+
+
+def forget_quality(tr_model_forget, tr_reference_forget) -> float:
+    """FQ: two-sample KS p-value between the raw forget truth ratios of a model and of θr."""
+    return float(stats.ks_2samp(_numpy(tr_model_forget), _numpy(tr_reference_forget)).pvalue)
+
+
+def log10_fq(tr_model_forget, tr_reference_forget) -> float:
+    """log10 FQ, the number the paper's tables show; -inf if the p-value underflows to 0."""
+    p = forget_quality(tr_model_forget, tr_reference_forget)
+    return math.log10(p) if p > 0 else -math.inf
+
+
+def model_utility(parts: dict[str, float]) -> float:
+    """MU: harmonic mean of the 9 ``UTILITY_PARTS`` (0 if any part is 0)."""
+    values = np.array([parts[name] for name in UTILITY_PARTS], dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return float(stats.hmean(values))
+
+
+def _numpy(x) -> np.ndarray:
+    return torch.as_tensor(x).double().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- functions of a model
+
+
+def truth_ratios(model, tokenizer, records: Sequence[dict], correct_key: str, max_length: int,
+                 batch_size: int = 32, device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
+    """[N] raw per-item truth ratios; ``correct_key`` from ``CORRECT_KEY`` for the records' role."""
+    args = (max_length, batch_size, device, system_prompt)
+    correct = answer_losses(model, tokenizer, [(r["question"], r[correct_key]) for r in records], *args)
+    return truth_ratio_from_losses(correct, perturbed_losses(model, tokenizer, records, *args))
+
+
+def answer_probability(model, tokenizer, records: Sequence[dict], normalised: bool, max_length: int,
+                       batch_size: int = 32, device: str = "cpu", system_prompt: str | None = None) -> float:
+    """Mean probability of the ``answer``: raw exp(-loss) (retain) or normalised over the
+    perturbed options (real authors, world facts)."""
+    args = (max_length, batch_size, device, system_prompt)
+    correct = answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records], *args)
+    if not normalised:
+        return float(torch.exp(-correct).mean())
+    return float(normalised_probability_from_losses(correct, perturbed_losses(model, tokenizer, records, *args)).mean())
+
+
+def split_utility(model, tokenizer, records: Sequence[dict], prefix: str, normalised: bool,
+                  correct_key: str, cfg: TofuEvalConfig) -> dict[str, float]:
+    """The three MU parts of one split, scoring each answer set once."""
+    args = (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt)
+    answers = [r["answer"] for r in records]
+    answer = answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records], *args)
+    correct = answer if correct_key == "answer" else answer_losses(
+        model, tokenizer, [(r["question"], r[correct_key]) for r in records], *args)
+    perturbed = perturbed_losses(model, tokenizer, records, *args)
+    prob = normalised_probability_from_losses(answer, perturbed) if normalised else torch.exp(-answer)
+    generated = greedy_generate(model, tokenizer, [r["question"] for r in records], cfg.max_new_tokens,
+                                cfg.batch_size, cfg.system_prompt, cfg.device)
+    return {f"{prefix}_prob": float(prob.mean()),
+            f"{prefix}_rouge": rouge_l_recall(generated, answers),
+            f"{prefix}_tr": truth_ratio_utility(truth_ratio_from_losses(correct, perturbed))}
+
+
+def utility_parts(model, tokenizer, roles: dict, cfg: TofuEvalConfig) -> dict[str, float]:
+    """The 9 MU parts, keyed and ordered as ``UTILITY_PARTS``."""
+    parts: dict[str, float] = {}
+    for prefix, role, normalised in UTILITY_SPLITS:
+        parts.update(split_utility(model, tokenizer, roles[role], prefix, normalised, CORRECT_KEY[role], cfg))
+    return {name: parts[name] for name in UTILITY_PARTS}
+
+
+def forget_truth_ratios(model, tokenizer, forget_perturbed: Sequence[dict], cfg: TofuEvalConfig) -> torch.Tensor:
+    """Raw per-item truth ratios on the forget set (paraphrased answer as the correct one), for FQ."""
+    return truth_ratios(model, tokenizer, forget_perturbed, CORRECT_KEY["forget_perturbed"], cfg.max_length,
+                        cfg.batch_size, cfg.device, cfg.system_prompt)
