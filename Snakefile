@@ -23,3 +23,4 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         SANITY,
+        CURVES,

@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory")
     p.add_argument("--out", required=True, help="output JSON")
 
+    p = add("reference-stats", "θr's per-item forget truth ratios, cached once for every FQ (KS test).")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="θr model directory")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="output (safetensors)")
+
+    p = add("mix-eval", "Model mixing θ(α) = (1-α)θo + αθu over an α grid; one CSV row per α with ES forget/retain, "
+                        "FS, RS, FQ, log10 FQ, MU and its 9 parts.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="θu (a delta on θo)")
+    p.add_argument("--reference", required=True, help="θr's forget truth ratios from reference-stats")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--out", required=True, help="output curve.csv")
+
     p = add("sanity", "Collect ES results into results/{model}/sanity.csv.")
     p.add_argument("--result", action="append", required=True, metavar="NAME=JSON",
                    help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json (repeatable)")
@@ -124,6 +138,10 @@ def run(args) -> None:
         stages.unlearn(args.params, args.model, args.mask, args.data, args.out, args.log, device=device)
     elif s == "es":
         stages.es(args.params, args.model, args.data, args.out, device=device)
+    elif s == "reference-stats":
+        stages.reference_stats(args.params, args.model, args.data, args.out, device=device)
+    elif s == "mix-eval":
+        stages.mix_eval(args.params, args.model, args.reference, args.data, args.out, device=device)
     elif s == "sanity":
         named = dict(item.split("=", 1) for item in args.result)
         stages.sanity(named, args.out)

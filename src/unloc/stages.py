@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 from unloc import io
 from unloc.data import build_dataset, load_role, write_dataset
@@ -256,6 +258,69 @@ def es(params: dict, checkpoint, data_dir, out_json, device="cpu") -> None:
         result[f"n_{role}"] = len(examples)
     result["seconds"] = round(time.time() - start, 2)
     io.write_json(out_json, result)
+
+
+def _tofu_eval_config(params, device):
+    from unloc.metrics.tofu import TofuEvalConfig
+
+    return TofuEvalConfig(max_length=params["max_length"], batch_size=params["batch_size"],
+                          max_new_tokens=params["max_new_tokens"], system_prompt=params.get("system_prompt"),
+                          device=device)
+
+
+@stage("reference_stats", version=1)
+def reference_stats(params: dict, checkpoint, data_dir, out_path, device="cpu") -> None:
+    """θr's raw per-item forget truth ratios, computed once: the sample FQ's KS test compares to."""
+    from unloc.metrics.tofu import forget_truth_ratios
+
+    model, tokenizer = io.load_checkpoint(checkpoint, device=device)
+    tr = forget_truth_ratios(model, tokenizer, load_role(data_dir, "forget_perturbed"), _tofu_eval_config(params, device))
+    io.write_safetensors(out_path, {"forget_truth_ratio": tr.float()},
+                         _provenance("reference_stats", params, model=str(checkpoint)))
+
+
+def curve_columns() -> list[str]:
+    from unloc.metrics.tofu import UTILITY_PARTS
+
+    return ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
+
+
+@stage("mix_eval", version=1)
+def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") -> None:
+    """One row per α of θ(α) = (1 - α) θo + α θu: ES forget/retain, FS, RS, FQ, MU and its parts."""
+    from unloc.metrics.tofu import forget_quality, forget_truth_ratios, model_utility, utility_parts
+    from unloc.mixing import ColumnMixer, alpha_grid
+
+    io.delta_chain(theta_u)  # verifies every parent link before anything is computed
+    delta = io.load_delta(theta_u)
+    model, tokenizer = io.load_checkpoint(delta.parent, device=device)  # θo
+    mixer = ColumnMixer(model, delta)
+    ref_tr = io.read_safetensors(reference)[0]["forget_truth_ratio"]
+    cfg = _tofu_eval_config(params, device)
+    roles = {r: load_role(data_dir, r) for r in ("forget_perturbed", "retain_perturbed",
+                                                 "real_authors_perturbed", "world_facts_perturbed")}
+    encode = lambda records: encode_records(tokenizer, records, params["max_length"], params.get("system_prompt"))  # noqa: E731
+    forget = encode(load_role(data_dir, "forget"))
+    retain = encode(load_role(data_dir, "retain")[: params.get("retain_es_items") or None])
+    rows = []
+    for alpha in tqdm(alpha_grid(params["alphas"]), desc="mix_eval", unit="α", mininterval=2.0):
+        mixer.set_alpha(alpha)
+        es_f = float(per_example_es(model, forget, tokenizer.pad_token_id, cfg.batch_size, device,
+                                    params["es_convention"]).mean())
+        es_r = float(per_example_es(model, retain, tokenizer.pad_token_id, cfg.batch_size, device,
+                                    params["es_convention"]).mean())
+        fq = forget_quality(forget_truth_ratios(model, tokenizer, roles["forget_perturbed"], cfg), ref_tr)
+        parts = utility_parts(model, tokenizer, roles, cfg)
+        rows.append({"alpha": alpha, "es_forget": es_f, "es_retain": es_r, "fs": 1 - es_f, "rs": es_r, "fq": fq,
+                     "log10_fq": math.log10(fq) if fq > 0 else float("-inf"), "mu": model_utility(parts), **parts})
+    write_csv(out_csv, rows, curve_columns())
+
+
+def write_csv(path, rows: list[dict], columns: list[str]) -> None:
+    with io.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @stage("sanity", version=1)

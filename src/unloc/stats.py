@@ -262,7 +262,8 @@ def _as_seed_arrays(*arrays: ArrayLike) -> list[np.ndarray]:
     """Four arrays of one shape [n_seeds, n_alpha]; a 1-D input is one seed."""
     out = [np.atleast_2d(np.asarray(x, dtype=float)) for x in arrays]
     if len({x.shape for x in out}) != 1 or out[0].ndim != 2:
-        raise ValueError(f"inputs must share one [n_seeds, n_alpha] shape, got {[x.shape for x in out]}")
+        shapes = [x.shape for x in out]
+        raise ValueError(f"inputs must share one [n_seeds, n_alpha] shape, got {shapes}")
     return out
 
 

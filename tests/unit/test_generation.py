@@ -30,6 +30,15 @@ QUESTIONS = [  # prompt lengths differ, so the batch needs real left padding
 MAX_NEW = 12
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; several threads thrash on a shared CPU (10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_tokenizer(SENTENCES * 4, vocab_size=320)

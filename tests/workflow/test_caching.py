@@ -33,30 +33,56 @@ def test_sanity_csv_has_every_checkpoint(built):
     assert [r.split(",")[0] for r in rows[1:]] == ["theta_p", "theta_r", "theta_o", "theta_o[s7]", "theta_o[s19]"]
 
 
+SEEDS = (7, 19)
+
+
+def unlearn_and_mix(seeds=SEEDS, objective="npo") -> set[str]:
+    return {f"{rule}[objective={objective}, scenario={scenario}, seed={seed}]"
+            for rule in ("unlearn", "mix_eval") for scenario in ("oracle", "random") for seed in seeds}
+
+
 def test_injection_lr_reruns_only_injection_and_descendants(built):
     jobs = dry_run_with(built, lambda c: c["inject"].update(lr=c["inject"]["lr"] * 2))
     assert jobs == {
         "inject_forget[seed=7]", "inject_forget[seed=19]",
         "es[ckpt=theta_o_s7]", "es[ckpt=theta_o_s19]", "sanity[]", "all[]",
-    }
+    } | unlearn_and_mix()
 
 
 def test_new_mask_seed_builds_only_that_seed(built):
     jobs = dry_run_with(built, lambda c: c["masks"].update(seeds=[7, 23]))
     assert jobs == {
         "make_mask[seed=23]", "inject_forget[seed=23]", "es[ckpt=theta_o_s23]", "sanity[]", "all[]",
-    }
+    } | unlearn_and_mix(seeds=(23,))
 
 
 def test_retain_lr_reruns_theta_r_and_below_not_theta_p_or_masks(built):
     jobs = dry_run_with(built, lambda c: c["finetune_retain"].update(lr=c["finetune_retain"]["lr"] / 2))
     assert jobs == {
-        "finetune[which=r]", "inject_forget[seed=7]", "inject_forget[seed=19]",
+        "finetune[which=r]", "inject_forget[seed=7]", "inject_forget[seed=19]", "reference_stats[]",
         "es[ckpt=theta_r]", "es[ckpt=theta_o_s7]", "es[ckpt=theta_o_s19]", "sanity[]", "all[]",
-    }
+    } | unlearn_and_mix()
 
 
-def test_eval_setting_reruns_only_evaluation(built):
+def test_npo_lr_reruns_only_npo_unlearning_and_its_curves(built):
+    jobs = dry_run_with(built, lambda c: c["unlearn"]["npo"].update(lr=c["unlearn"]["npo"]["lr"] * 2))
+    assert jobs == {"all[]"} | unlearn_and_mix()
+
+
+def test_other_objectives_settings_do_not_touch_npo(built):
+    assert dry_run_with(built, lambda c: c["unlearn"]["wga"].update(lr=1.0)) == set()
+
+
+def test_es_convention_reruns_only_evaluation(built):
     jobs = dry_run_with(built, lambda c: c["eval"].update(es_convention="open_unlearning"))
+    mix = {j for j in unlearn_and_mix() if j.startswith("mix_eval")}
     assert jobs == {"es[ckpt=theta_p]", "es[ckpt=theta_r]", "es[ckpt=theta_o_s7]", "es[ckpt=theta_o_s19]",
-                    "sanity[]", "all[]"}
+                    "sanity[]", "all[]"} | mix
+
+
+def test_curve_has_one_row_per_alpha_and_the_agreed_columns(built):
+    workdir, config = built
+    lines = (workdir / "results/quick/mix/npo/oracle/s7/curve.csv").read_text().splitlines()
+    assert lines[0].split(",")[:8] == ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu"]
+    assert len(lines[0].split(",")) == 8 + 9
+    assert [float(r.split(",")[0]) for r in lines[1:]] == [0.0, 0.25, 0.5, 0.75, 1.0]

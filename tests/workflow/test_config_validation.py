@@ -21,7 +21,7 @@ def test_every_shipped_config_is_valid(name):
 @pytest.mark.parametrize("mutate,key,message", [
     (lambda c: c["inject"].update(lrr=1e-3), "inject", "'lrr' was unexpected"),
     (lambda c: c["masks"].update(seed=[1]), "masks", "'seed' was unexpected"),
-    (lambda c: c.update(unlearn={}), "", "'unlearn' was unexpected"),
+    (lambda c: c.update(unlearning={}), "", "'unlearning' was unexpected"),
     (lambda c: c["inject"].update(lr="fast"), "['inject']['lr']", "'fast' is not of type 'number'"),
     (lambda c: c["masks"].update(ratio=2), "['masks']['ratio']", "2 is greater than the maximum of 0.5"),
     (lambda c: c["eval"].update(es_convention="mine"), "['eval']['es_convention']",

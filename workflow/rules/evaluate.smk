@@ -34,3 +34,47 @@ rule sanity:
         f"{LOGS}/sanity.log",
     shell:
         "{UNLOC} sanity {params.results} --out {output} > {log} 2>&1"
+
+
+def mix_params():
+    return stage_params("mix_eval", **run_slice(), **config["mix"], es_convention=config["eval"]["es_convention"])
+
+
+rule reference_stats:
+    """θr's forget truth ratios, once: every FQ is a KS test against them."""
+    input:
+        theta_r=f"{R}/theta_r",
+        data=DATA_FILES,
+    output:
+        f"{R}/eval/theta_r_forget_truth_ratio.safetensors",
+    params:
+        p=stage_params("reference_stats", **run_slice(), **config["mix"]),
+    threads: 2
+    log:
+        f"{LOGS}/reference_stats.log",
+    shell:
+        "{UNLOC} --threads {threads} reference-stats --params {params.p:q} --model {input.theta_r} --data {DATA}"
+        " --out {output} > {log} 2>&1"
+
+
+rule mix_eval:
+    """One model-mixing sweep: results/{name}/mix/{objective}/{scenario}/s{seed}/curve.csv."""
+    input:
+        theta_u=f"{UNLEARN}/delta.safetensors",
+        theta_o=f"{R}/theta_o/s{{seed}}/delta.safetensors",
+        theta_r=f"{R}/theta_r",
+        reference=rules.reference_stats.output[0],
+        data=DATA_FILES,
+    output:
+        f"{R}/mix/{{objective}}/{{scenario}}/s{{seed}}/curve.csv",
+    wildcard_constraints:
+        objective="wga|npo|dpo|rmu",
+        scenario="oracle|random",
+    params:
+        p=mix_params(),
+    threads: 1
+    log:
+        f"{LOGS}/mix_eval_{{objective}}_{{scenario}}_s{{seed}}.log",
+    shell:
+        "{UNLOC} --threads {threads} mix-eval --params {params.p:q} --model {input.theta_u}"
+        " --reference {input.reference} --data {DATA} --out {output} > {log} 2>&1"

@@ -1,5 +1,9 @@
 UNLEARN = f"{R}/unlearn/{{objective}}/{{scenario}}/s{{seed}}"
 MASK_OF_SCENARIO = {"oracle": "target", "random": "random"}
+CURVES = expand(
+    f"{R}/mix/{{objective}}/{{scenario}}/s{{seed}}/curve.csv",
+    objective=config["unlearn"]["objectives"], scenario=config["unlearn"]["scenarios"], seed=SEEDS,
+)
 
 
 def unlearn_params(w):

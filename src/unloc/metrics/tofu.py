@@ -72,9 +72,9 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], pad_id)
-        labels = batch["labels"].to(device)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-        logp, mask = token_logprobs(logits, labels)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp, mask = token_logprobs(logits, batch["labels"])
         losses[rows] = (-logp.sum(1) / mask.sum(1)).double().cpu()
     return losses
 
