@@ -18,9 +18,11 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
     input:
         SANITY,
-        CURVES,
+        TABLES,
+        FIGURES,

@@ -109,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory")
     p.add_argument("--out", required=True, help="output curve.csv")
 
+    p = add("table2", "Table 2 (Random vs Oracle: AUES and MU95, mean ± std over seeds, |Δ|, App. D p-value, "
+                      "bootstrap CI, TOST) from mixing curves, as CSV and markdown.")
+    p.add_argument("--params", type=_params, required=True, help=PARAMS_HELP)
+    p.add_argument("--model", required=True, help="model name for the table header")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("curves", nargs="+", help=".../mix/{objective}/{scenario}/s{seed}/curve.csv files")
+
+    p = add("figure", "FS–RS or MU–FQ curves (Oracle vs Random, every seed, a panel per objective) as PNG and PDF.")
+    p.add_argument("--kind", required=True, choices=["fs_rs", "mu_fq"])
+    p.add_argument("--model", required=True, help="model name for the title")
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.add_argument("curves", nargs="+", help="curve.csv files")
+
     p = add("sanity", "Collect ES results into results/{model}/sanity.csv.")
     p.add_argument("--result", action="append", required=True, metavar="NAME=JSON",
                    help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json (repeatable)")
@@ -142,6 +157,14 @@ def run(args) -> None:
         stages.reference_stats(args.params, args.model, args.data, args.out, device=device)
     elif s == "mix-eval":
         stages.mix_eval(args.params, args.model, args.reference, args.data, args.out, device=device)
+    elif s == "table2":
+        from unloc.tables import write_table2
+
+        write_table2(args.curves, args.model, args.params, args.out_csv, args.out_md)
+    elif s == "figure":
+        from unloc.figures import plot_curves
+
+        plot_curves(args.curves, args.kind, args.model, args.out_png, args.out_pdf)
     elif s == "sanity":
         named = dict(item.split("=", 1) for item in args.result)
         stages.sanity(named, args.out)

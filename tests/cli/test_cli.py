@@ -8,7 +8,7 @@ import pytest
 
 from unloc.cli import build_parser, main
 
-STAGES = ["prepare-data", "pretrain", "finetune", "make-mask", "inject", "unlearn", "es", "reference-stats", "mix-eval", "sanity", "export"]
+STAGES = ["prepare-data", "pretrain", "finetune", "make-mask", "inject", "unlearn", "es", "reference-stats", "mix-eval", "table2", "figure", "sanity", "export"]
 
 
 def test_every_stage_has_help(capsys):
