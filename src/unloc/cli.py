@@ -158,13 +158,9 @@ def run(args) -> None:
     elif s == "mix-eval":
         stages.mix_eval(args.params, args.model, args.reference, args.data, args.out, device=device)
     elif s == "table2":
-        from unloc.tables import write_table2
-
-        write_table2(args.curves, args.model, args.params, args.out_csv, args.out_md)
+        stages.table2(args.params, args.model, args.curves, args.out_csv, args.out_md)
     elif s == "figure":
-        from unloc.figures import plot_curves
-
-        plot_curves(args.curves, args.kind, args.model, args.out_png, args.out_pdf)
+        stages.figure(args.kind, args.model, args.curves, args.out_png, args.out_pdf)
     elif s == "sanity":
         named = dict(item.split("=", 1) for item in args.result)
         stages.sanity(named, args.out)

@@ -346,9 +346,23 @@ def _es_of(path) -> dict:
     return {"es_forget": result["es_forget"], "es_retain": result["es_retain"]}
 
 
-# Tables and figures are registered here for their versions; their code is in tables.py, figures.py.
-stage("table2", version=1)(lambda *a, **k: None)
-stage("figure", version=1)(lambda *a, **k: None)
+# --------------------------------------------------------------------------- tables and figures
+
+
+@stage("table2", version=1)
+def table2(params: dict, model_name: str, curve_paths: list[str], out_csv, out_md) -> None:
+    """Table 2 from the mixing curves (tables.py)."""
+    from unloc.tables import write_table2
+
+    write_table2(curve_paths, model_name, params, out_csv, out_md)
+
+
+@stage("figure", version=1)
+def figure(kind: str, model_name: str, curve_paths: list[str], out_png, out_pdf) -> None:
+    """FS-RS or MU-FQ curves from the mixing curves (figures.py)."""
+    from unloc.figures import plot_curves
+
+    plot_curves(curve_paths, kind, model_name, out_png, out_pdf)
 
 
 # --------------------------------------------------------------------------- export
