@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 
 reproduce: setup
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "sanity: results/tiny/sanity.csv"; cat results/tiny/sanity.csv
+	@echo "== results/tiny/sanity.csv"; cat results/tiny/sanity.csv
+	@echo "== results/tables/table2.md"; cat results/tables/table2.md
 
 test: setup
 	$(BIN)/python -m pytest

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tinymodels import make_tiny_model
+from tinymodels import SENTENCES, make_tiny_model
 from unloc.data.collate import prompt_ids
 from unloc.metrics.generation import (
     decode_until_eos,
@@ -14,12 +14,6 @@ from unloc.metrics.generation import (
 )
 from unloc.models import train_tokenizer
 
-SENTENCES = [
-    "Question: Where was the author born?\nAnswer: The author was born in Lisbon.",
-    "Question: What genre does she write?\nAnswer: She writes gothic mystery novels.",
-    "Question: Which award did he win?\nAnswer: He won the Golden Quill for his debut.",
-    "Question: Who were her parents?\nAnswer: Her father was a baker and her mother a pilot.",
-]
 QUESTIONS = [  # prompt lengths differ, so the batch needs real left padding
     "Where?",
     "Where was the author born?",
@@ -28,20 +22,6 @@ QUESTIONS = [  # prompt lengths differ, so the batch needs real left padding
     "What genre?",
 ]
 MAX_NEW = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads thrash on a shared CPU (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(SENTENCES * 4, vocab_size=320)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tinymodels import make_tiny_model
+from tinymodels import SENTENCES, make_tiny_model
 from unloc.data.collate import answer_ids, encode_qa, prompt_ids
 from unloc.metrics import METRICS
 from unloc.metrics.generation import greedy_generate
@@ -36,26 +36,6 @@ from unloc.models import train_tokenizer
 
 MAX_LEN = 64
 REL = 1e-5  # token_logprobs works in float32
-SENTENCES = [
-    "Question: Where was the author born?\nAnswer: The author was born in Lisbon.",
-    "Question: What genre does she write?\nAnswer: She writes gothic mystery novels.",
-    "Question: Which award did he win?\nAnswer: He won the Golden Quill for his debut.",
-    "Question: Who were her parents?\nAnswer: Her father was a baker and her mother a pilot.",
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads thrash on a shared CPU (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_tokenizer(SENTENCES * 4, vocab_size=320)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,14 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# QA-shaped text to train small real tokenizers on.
+SENTENCES = [
+    "Question: Where was the author born?\nAnswer: The author was born in Lisbon.",
+    "Question: What genre does she write?\nAnswer: She writes gothic mystery novels.",
+    "Question: Which award did he win?\nAnswer: He won the Golden Quill for his debut.",
+    "Question: Who were her parents?\nAnswer: Her father was a baker and her mother a pilot.",
+]
+
 
 def make_tiny_model(seed: int = 0, vocab: int = 64, layers: int = 2, d_model: int = 32, d_ff: int = 64):
     torch.manual_seed(seed)
