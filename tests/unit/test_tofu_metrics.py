@@ -5,6 +5,7 @@ a chosen probability p (spreading 1 - p evenly over the rest of the vocabulary),
 answer's per-token loss is -log p by construction.
 """
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -311,3 +312,22 @@ def test_utility_parts_match_the_single_metrics(tokenizer, llama):
 def test_metrics_are_registered():
     for name in ("es", "truth_ratio", "probability", "rouge_l_recall", "forget_quality", "model_utility"):
         assert callable(METRICS[name])
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_grouped_scoring_equals_scoring_each_pair(tokenizer, llama, chat):
+    """One prompt pass with a repeated KV cache gives every answer the loss it gets alone."""
+    from unloc.metrics.tofu import grouped_answer_losses
+
+    if chat:
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                                   "{% if add_generation_prompt %}<assistant>{% endif %}")
+    questions = ["Where?", "Where was the author born?", "Which award did he win for his debut in Lisbon?"]
+    groups = [["Lisbon.", "The author was born in Lisbon.", "A baker."],
+              ["In Lisbon.", "She writes gothic mystery novels.", "He"],
+              ["The Golden Quill.", "Her father was a baker and her mother a pilot.", "No."]]
+    grouped = grouped_answer_losses(llama, tokenizer, questions, groups, MAX_LEN, batch_size=4)
+    pairs = [(q, a) for q, g in zip(questions, groups) for a in g]
+    single = answer_losses(llama, tokenizer, pairs, MAX_LEN, batch_size=1).view(3, 3)
+    torch.testing.assert_close(grouped, single, rtol=0, atol=1e-5)

@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from scipy import stats
+from transformers import PreTrainedModel
 
-from unloc.data.collate import collate, encode_qa
-from unloc.metrics.generation import greedy_generate, pad_token_id
+from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids
+from unloc.metrics.generation import greedy_generate, left_pad, pad_token_id
 from unloc.objectives import token_logprobs
 
 UTILITY_PARTS = (
@@ -79,12 +80,72 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
     return losses
 
 
-def perturbed_losses(model, tokenizer, records: Sequence[dict], max_length: int, batch_size: int = 32,
-                     device: str = "cpu", system_prompt: str | None = None) -> list[torch.Tensor]:
-    """Per item, the [k] losses of its perturbed answers; all items' answers share batches."""
-    pairs = [(r["question"], p) for r in records for p in r["perturbed_answer"]]
-    flat = answer_losses(model, tokenizer, pairs, max_length, batch_size, device, system_prompt)
-    return list(flat.split([len(r["perturbed_answer"]) for r in records]))
+@torch.no_grad()
+def grouped_answer_losses(model, tokenizer, questions: Sequence[str], answer_groups: Sequence[Sequence[str]],
+                          max_length: int, batch_size: int = 32, device: str = "cpu",
+                          system_prompt: str | None = None) -> torch.Tensor:
+    """[N, k] per-token mean NLL (answer + EOS) of k answers to each of N questions.
+
+    The same numbers as ``answer_losses`` on every (question, answer) pair, but each prompt
+    runs once: its KV cache is repeated for the k answers (truth ratios score 4-7 answers per
+    question, and the prompt is about half of each sequence). Prompts are left-padded with
+    explicit position ids, so every token sees what it would see alone.
+    """
+    k = len(answer_groups[0]) if answer_groups else 0
+    if any(len(g) != k for g in answer_groups):
+        raise ValueError("every question needs the same number of answers")
+    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
+    prompts = [prompt_ids(tokenizer, q, system_prompt) for q in questions]
+    answers = [[answer_ids(tokenizer, a)[: max(max_length - len(p) - 1, 1)] + [eos] for a in group]
+               for p, group in zip(prompts, answer_groups)]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(len(a) for a in answers[i]))
+    losses = torch.empty(len(prompts), k, dtype=torch.float64)
+    per_batch = max(1, batch_size // k)
+    for start in range(0, len(order), per_batch):
+        items = order[start:start + per_batch]
+        losses[items] = _group_losses(model, [prompts[i] for i in items], [answers[i] for i in items],
+                                      k, pad, device).view(len(items), k)
+    return losses
+
+
+def _group_losses(model, prompts, answers, k, pad, device) -> torch.Tensor:
+    ids_p, mask_p = (t.to(device) for t in left_pad(prompts, pad))
+    out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=(mask_p.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(k)
+    rows = [a for group in answers for a in group]
+    width = max(len(a) for a in rows)
+    ids_a = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask_a = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, a in enumerate(rows):
+        ids_a[r, :len(a)], mask_a[r, :len(a)] = torch.tensor(a), 1
+    ids_a, mask_a = ids_a.to(device), mask_a.to(device)
+    start = mask_p.sum(-1).repeat_interleave(k)[:, None]
+    logits = model(input_ids=ids_a, attention_mask=torch.cat([mask_p.repeat_interleave(k, 0), mask_a], 1),
+                   position_ids=start + torch.arange(width, device=device)[None, :], past_key_values=cache).logits
+    # the prompt's last position predicts the first answer token; answer position t predicts t + 1
+    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), logits[:, :-1]], 1).float()
+    logp = torch.log_softmax(logits, -1).gather(-1, ids_a[..., None])[..., 0] * mask_a
+    return (-logp.sum(1) / mask_a.sum(1)).double().cpu()
+
+
+def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args) -> dict[str, torch.Tensor]:
+    """Losses of each record's answers under ``keys`` plus its perturbed answers; returns
+    {key: [N]} and "perturbed": [N, k].
+
+    HF models score each question's answers with one prompt pass (``grouped_answer_losses``);
+    anything else (the whole-sequence stand-ins of the definition tests) pair by pair, which
+    a test shows gives the same numbers.
+    """
+    questions = [r["question"] for r in records]
+    groups = [[r[key] for key in keys] + list(r["perturbed_answer"]) for r in records]
+    if isinstance(model, PreTrainedModel):
+        losses = grouped_answer_losses(model, tokenizer, questions, groups, *args)
+    else:
+        pairs = [(q, a) for q, group in zip(questions, groups) for a in group]
+        losses = answer_losses(model, tokenizer, pairs, *args).view(len(records), -1)
+    return {**{key: losses[:, j] for j, key in enumerate(keys)}, "perturbed": losses[:, len(keys):]}
 
 
 # --------------------------------------------------------------------------- functions of losses
@@ -156,9 +217,8 @@ def _numpy(x) -> np.ndarray:
 def truth_ratios(model, tokenizer, records: Sequence[dict], correct_key: str, max_length: int,
                  batch_size: int = 32, device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
     """[N] raw per-item truth ratios; ``correct_key`` from ``CORRECT_KEY`` for the records' role."""
-    args = (max_length, batch_size, device, system_prompt)
-    correct = answer_losses(model, tokenizer, [(r["question"], r[correct_key]) for r in records], *args)
-    return truth_ratio_from_losses(correct, perturbed_losses(model, tokenizer, records, *args))
+    scored = _scored(model, tokenizer, records, [correct_key], (max_length, batch_size, device, system_prompt))
+    return truth_ratio_from_losses(scored[correct_key], list(scored["perturbed"]))
 
 
 def answer_probability(model, tokenizer, records: Sequence[dict], normalised: bool, max_length: int,
@@ -166,27 +226,25 @@ def answer_probability(model, tokenizer, records: Sequence[dict], normalised: bo
     """Mean probability of the ``answer``: raw exp(-loss) (retain) or normalised over the
     perturbed options (real authors, world facts)."""
     args = (max_length, batch_size, device, system_prompt)
-    correct = answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records], *args)
     if not normalised:
-        return float(torch.exp(-correct).mean())
-    return float(normalised_probability_from_losses(correct, perturbed_losses(model, tokenizer, records, *args)).mean())
+        return float(torch.exp(-answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records],
+                                              *args)).mean())
+    scored = _scored(model, tokenizer, records, ["answer"], args)
+    return float(normalised_probability_from_losses(scored["answer"], list(scored["perturbed"])).mean())
 
 
 def split_utility(model, tokenizer, records: Sequence[dict], prefix: str, normalised: bool,
                   correct_key: str, cfg: TofuEvalConfig) -> dict[str, float]:
     """The three MU parts of one split, scoring each answer set once."""
-    args = (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt)
-    answers = [r["answer"] for r in records]
-    answer = answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records], *args)
-    correct = answer if correct_key == "answer" else answer_losses(
-        model, tokenizer, [(r["question"], r[correct_key]) for r in records], *args)
-    perturbed = perturbed_losses(model, tokenizer, records, *args)
+    keys = list(dict.fromkeys(["answer", correct_key]))
+    scored = _scored(model, tokenizer, records, keys, (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt))
+    answer, perturbed = scored["answer"], list(scored["perturbed"])
     prob = normalised_probability_from_losses(answer, perturbed) if normalised else torch.exp(-answer)
     generated = greedy_generate(model, tokenizer, [r["question"] for r in records], cfg.max_new_tokens,
                                 cfg.batch_size, cfg.system_prompt, cfg.device)
     return {f"{prefix}_prob": float(prob.mean()),
-            f"{prefix}_rouge": rouge_l_recall(generated, answers),
-            f"{prefix}_tr": truth_ratio_utility(truth_ratio_from_losses(correct, perturbed))}
+            f"{prefix}_rouge": rouge_l_recall(generated, [r["answer"] for r in records]),
+            f"{prefix}_tr": truth_ratio_utility(truth_ratio_from_losses(scored[correct_key], perturbed))}
 
 
 def utility_parts(model, tokenizer, roles: dict, cfg: TofuEvalConfig) -> dict[str, float]:
