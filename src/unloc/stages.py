@@ -268,7 +268,7 @@ def _tofu_eval_config(params, device):
                           device=device)
 
 
-@stage("reference_stats", version=1)
+@stage("reference_stats", version=2)
 def reference_stats(params: dict, checkpoint, data_dir, out_path, device="cpu") -> None:
     """θr's raw per-item forget truth ratios, computed once: the sample FQ's KS test compares to."""
     from unloc.metrics.tofu import forget_truth_ratios
@@ -285,7 +285,7 @@ def curve_columns() -> list[str]:
     return ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
 
 
-@stage("mix_eval", version=1)
+@stage("mix_eval", version=2)
 def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") -> None:
     """One row per α of θ(α) = (1 - α) θo + α θu: ES forget/retain, FS, RS, FQ, MU and its parts."""
     from unloc.metrics.tofu import forget_quality, forget_truth_ratios, model_utility, utility_parts
