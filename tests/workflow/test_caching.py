@@ -36,9 +36,13 @@ def test_sanity_csv_has_every_checkpoint(built):
 SEEDS = (7, 19)
 
 
+REPORTS = {"table2[]", "figure[kind=fs_rs]", "figure[kind=mu_fq]"}
+
+
 def unlearn_and_mix(seeds=SEEDS, objective="npo") -> set[str]:
-    return {f"{rule}[objective={objective}, scenario={scenario}, seed={seed}]"
-            for rule in ("unlearn", "mix_eval") for scenario in ("oracle", "random") for seed in seeds}
+    """Unlearning and mixing jobs of the given seeds, and the tables and figures built on them."""
+    return REPORTS | {f"{rule}[objective={objective}, scenario={scenario}, seed={seed}]"
+                      for rule in ("unlearn", "mix_eval") for scenario in ("oracle", "random") for seed in seeds}
 
 
 def test_injection_lr_reruns_only_injection_and_descendants(built):
@@ -64,7 +68,7 @@ def test_retain_lr_reruns_theta_r_and_below_not_theta_p_or_masks(built):
     } | unlearn_and_mix()
 
 
-def test_npo_lr_reruns_only_npo_unlearning_and_its_curves(built):
+def test_npo_lr_reruns_only_npo_unlearning_its_curves_and_the_tables(built):
     jobs = dry_run_with(built, lambda c: c["unlearn"]["npo"].update(lr=c["unlearn"]["npo"]["lr"] * 2))
     assert jobs == {"all[]"} | unlearn_and_mix()
 
@@ -73,9 +77,13 @@ def test_other_objectives_settings_do_not_touch_npo(built):
     assert dry_run_with(built, lambda c: c["unlearn"]["wga"].update(lr=1.0)) == set()
 
 
+def test_stats_settings_rerun_only_the_table(built):
+    assert dry_run_with(built, lambda c: c["stats"].update(n_resamples=2000)) == {"table2[]", "all[]"}
+
+
 def test_es_convention_reruns_only_evaluation(built):
     jobs = dry_run_with(built, lambda c: c["eval"].update(es_convention="open_unlearning"))
-    mix = {j for j in unlearn_and_mix() if j.startswith("mix_eval")}
+    mix = {j for j in unlearn_and_mix() if not j.startswith("unlearn")}
     assert jobs == {"es[ckpt=theta_p]", "es[ckpt=theta_r]", "es[ckpt=theta_o_s7]", "es[ckpt=theta_o_s19]",
                     "sanity[]", "all[]"} | mix
 
