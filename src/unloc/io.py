@@ -19,6 +19,7 @@ Nothing here unpickles: no ``torch.load``.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -94,6 +95,14 @@ def read_json(path: str | os.PathLike):
 
 def write_jsonl(path: str | os.PathLike, records) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    """A CSV table with a header, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

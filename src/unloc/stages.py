@@ -9,7 +9,6 @@ global config and never call Snakemake.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import random
@@ -313,14 +312,7 @@ def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") 
         parts = utility_parts(model, tokenizer, roles, cfg)
         rows.append({"alpha": alpha, "es_forget": es_f, "es_retain": es_r, "fs": 1 - es_f, "rs": es_r, "fq": fq,
                      "log10_fq": math.log10(fq) if fq > 0 else float("-inf"), "mu": model_utility(parts), **parts})
-    write_csv(out_csv, rows, curve_columns())
-
-
-def write_csv(path, rows: list[dict], columns: list[str]) -> None:
-    with io.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    io.write_csv(out_csv, rows, curve_columns())
 
 
 @stage("sanity", version=1)
@@ -333,12 +325,9 @@ def sanity(named_results: dict[str, str], out_csv) -> None:
             "checkpoint": "theta_o",
             "es_forget": sum(r["es_forget"] for r in seeds) / len(seeds),
             "es_retain": sum(r["es_retain"] for r in seeds) / len(seeds)})
-    with io.atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["checkpoint", "es_forget", "es_retain"])
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
-                             "es_retain": f"{r['es_retain']:.4f}"})
+    io.write_csv(out_csv, [{"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
+                            "es_retain": f"{r['es_retain']:.4f}"} for r in rows],
+                 ["checkpoint", "es_forget", "es_retain"])
 
 
 def _es_of(path) -> dict:

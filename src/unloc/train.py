@@ -7,7 +7,6 @@ per-step log. Nothing else trains.
 
 from __future__ import annotations
 
-import csv
 import random
 import time
 from dataclasses import dataclass, fields
@@ -117,8 +116,8 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tens
     return log
 
 
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "seconds"]
+
+
 def write_log(path, rows: list[dict]) -> None:
-    with io.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
-        writer.writeheader()
-        writer.writerows(rows)
+    io.write_csv(path, rows, LOG_COLUMNS)
