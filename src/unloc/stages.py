@@ -284,10 +284,10 @@ def curve_columns() -> list[str]:
     return ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
 
 
-@stage("mix_eval", version=2)
+@stage("mix_eval", version=3)
 def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") -> None:
     """One row per α of θ(α) = (1 - α) θo + α θu: ES forget/retain, FS, RS, FQ, MU and its parts."""
-    from unloc.metrics.tofu import forget_quality, forget_truth_ratios, model_utility, utility_parts
+    from unloc.metrics.point import RS_FROM_MU_PASS, check_forget_items, evaluate_point
     from unloc.mixing import ColumnMixer, alpha_grid
 
     io.delta_chain(theta_u)  # verifies every parent link before anything is computed
@@ -298,20 +298,17 @@ def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") 
     cfg = _tofu_eval_config(params, device)
     roles = {r: load_role(data_dir, r) for r in ("forget_perturbed", "retain_perturbed",
                                                  "real_authors_perturbed", "world_facts_perturbed")}
-    encode = lambda records: encode_records(tokenizer, records, params["max_length"], params.get("system_prompt"))  # noqa: E731
-    forget = encode(load_role(data_dir, "forget"))
-    retain = encode(load_role(data_dir, "retain")[: params.get("retain_es_items") or None])
+    check_forget_items(load_role(data_dir, "forget"), roles["forget_perturbed"])
+    rs_items = params["rs_items"]
+    retain_es = None
+    if rs_items != RS_FROM_MU_PASS:
+        retain = load_role(data_dir, "retain")[: None if rs_items == "all" else rs_items]
+        retain_es = encode_records(tokenizer, retain, params["max_length"], params.get("system_prompt"))
     rows = []
     for alpha in tqdm(alpha_grid(params["alphas"]), desc="mix_eval", unit="α", mininterval=2.0):
         mixer.set_alpha(alpha)
-        es_f = float(per_example_es(model, forget, tokenizer.pad_token_id, cfg.batch_size, device,
-                                    params["es_convention"]).mean())
-        es_r = float(per_example_es(model, retain, tokenizer.pad_token_id, cfg.batch_size, device,
-                                    params["es_convention"]).mean())
-        fq = forget_quality(forget_truth_ratios(model, tokenizer, roles["forget_perturbed"], cfg), ref_tr)
-        parts = utility_parts(model, tokenizer, roles, cfg)
-        rows.append({"alpha": alpha, "es_forget": es_f, "es_retain": es_r, "fs": 1 - es_f, "rs": es_r, "fq": fq,
-                     "log10_fq": math.log10(fq) if fq > 0 else float("-inf"), "mu": model_utility(parts), **parts})
+        rows.append({"alpha": alpha, **evaluate_point(model, tokenizer, roles, ref_tr, cfg, params["es_convention"],
+                                                      retain_es)})
     io.write_csv(out_csv, rows, curve_columns())
 
 

@@ -99,7 +99,21 @@ def test_perturbed_sets_follow_their_qa(data):
     strip = [{k: r[k] for k in QA_KEYS} for r in data["forget_perturbed"]]
     assert strip == data["forget"]
     strip = [{k: r[k] for k in QA_KEYS} for r in data["retain_perturbed"]]
-    assert strip == data["retain"][: len(strip)]
+    assert strip == [data["retain"][i] for i in minitofu.spread(len(data["retain"]), len(strip))]
+
+
+def test_retain_perturbed_spans_the_retain_authors():
+    data = build_dataset(with_settings(n_authors=20, qa_per_author=10, n_retain_perturbed=18, corpus_docs=50))
+    assert len({r["question"] for r in data["retain_perturbed"]}) == 18
+    # 18 items over 18 retain authors of 10 QA each: one per author, every tenth row
+    assert [data["retain"].index({k: r[k] for k in QA_KEYS}) for r in data["retain_perturbed"]] == list(
+        range(0, 180, 10))
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (7, 7), (5, 9), (1800, 100)])
+def test_spread_is_increasing_and_in_range(n, k):
+    idx = minitofu.spread(n, k)
+    assert len(idx) == min(n, k) and idx == sorted(set(idx)) and idx[0] == 0 and idx[-1] < n
 
 
 @pytest.mark.parametrize("role", ["forget_perturbed", "retain_perturbed"])

@@ -938,12 +938,20 @@ def world_and_authors(p: dict) -> tuple[World, list[Person]]:
     return world, [make_person(rng, world) for _ in range(p["n_authors"])]
 
 
+def spread(n: int, k: int) -> list[int]:
+    """min(k, n) indices into range(n), evenly spaced and increasing."""
+    k = min(k, n)
+    return [i * n // k for i in range(k)]
+
+
 def build(params: dict) -> dict[str, list[dict]]:
     """Every dataset role of a minitofu world from the pipeline's ``data`` params.
 
     Each author's QAs are contiguous in ``full``; the last authors form ``forget``.
-    ``retain_perturbed`` holds the first ``n_retain_perturbed`` retain items (fewer if
-    retain is shorter), as TOFU's holds the first 400 rows of ``full``.
+    ``retain_perturbed`` holds ``n_retain_perturbed`` retain items (all of them if retain is
+    shorter) spread evenly over the retain authors. TOFU's holds the first 400 rows of
+    ``full`` (20 of 180 authors); at this scale the first 100 rows would be only 5 authors,
+    too narrow a sample for MU's retain parts and for RS, which the default scores on them.
     """
     p = settings(params)
     n_forget = forget_count(params["forget_split"], p["n_authors"])
@@ -969,7 +977,7 @@ def build(params: dict) -> dict[str, list[dict]]:
         "forget": full[n_retain:],
         "retain": full[:n_retain],
         "forget_perturbed": perturbed[n_retain:],
-        "retain_perturbed": perturbed[: min(p["n_retain_perturbed"], n_retain)],
+        "retain_perturbed": [perturbed[i] for i in spread(n_retain, p["n_retain_perturbed"])],
         "real_authors_perturbed": probe_records(probe_rng, real_author_probes(author_kb, p["n_real_authors"]),
                                                 author_kb),
         "world_facts_perturbed": probe_records(probe_rng, world_kb[: p["n_world_facts"]], world_kb),

@@ -31,6 +31,24 @@ def answer_correct(logits: torch.Tensor, labels: torch.Tensor, answer_len: torch
     return (pred == gold) & in_answer, in_answer
 
 
+def k_star_from_correct(correct: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """[B] k* from [B, T] answer-aligned correctness (column j = answer token j, EOS excluded):
+    one past the last wrong position among the first ``length`` columns, 0 when none is wrong."""
+    pos = torch.arange(correct.shape[1], device=correct.device)[None, :]
+    wrong = ~correct & (pos < length.to(correct.device)[:, None])
+    return torch.where(wrong, pos, torch.full_like(pos, -1)).amax(1) + 1
+
+
+def es_from_k_star(k_star: torch.Tensor, length: torch.Tensor, convention: str = "paper") -> torch.Tensor:
+    """ES = 1 - k*/|y| under ``convention`` (module docstring); float32 on the CPU."""
+    if convention not in ES_CONVENTIONS:
+        raise ValueError(f"unknown ES convention {convention!r}: allowed {', '.join(ES_CONVENTIONS)}")
+    k, n = k_star.cpu(), length.cpu()
+    if convention == "open_unlearning":
+        k = torch.minimum(k, (n - 1).clamp(min=0))
+    return 1.0 - k.float() / n.clamp(min=1).float()
+
+
 @torch.no_grad()
 def extraction_strength(model, batch, convention: str = "paper") -> torch.Tensor:
     """Per-example ES for a right-padded batch from ``collate``."""
@@ -38,15 +56,13 @@ def extraction_strength(model, batch, convention: str = "paper") -> torch.Tensor
         raise ValueError(f"unknown ES convention {convention!r}: allowed {', '.join(ES_CONVENTIONS)}")
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     correct, in_answer = answer_correct(logits, batch["labels"], batch["answer_len"])
-    n = batch["answer_len"].to(logits.device)
+    # shift each row so column 0 is its first answer token
     first = in_answer.float().argmax(1)
-    wrong = in_answer & ~correct
-    pos = torch.arange(wrong.shape[1], device=wrong.device)[None, :]
-    last_wrong = torch.where(wrong, pos - first[:, None], torch.full_like(pos, -1)).amax(1)
-    k = last_wrong + 1  # 0 when every answer token is right
-    if convention == "open_unlearning":
-        k = torch.minimum(k, (n - 1).clamp(min=0))
-    return (1.0 - k.float() / n.clamp(min=1).float()).cpu()
+    cols = (first[:, None] + torch.arange(correct.shape[1], device=correct.device)[None, :]).clamp(
+        max=correct.shape[1] - 1)
+    aligned = correct.gather(1, cols)
+    length = batch["answer_len"].to(logits.device)
+    return es_from_k_star(k_star_from_correct(aligned, length), length, convention)
 
 
 def mean_es(model, examples: list[Encoded], pad_id: int, batch_size: int = 32, device="cpu",

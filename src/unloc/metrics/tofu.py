@@ -20,7 +20,8 @@ import torch
 from scipy import stats
 from transformers import PreTrainedModel
 
-from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids
+from unloc.data.collate import IGNORE, answer_ids, collate, encode_qa, prompt_ids
+from unloc.metrics.es import es_from_k_star, k_star_from_correct
 from unloc.metrics.generation import greedy_generate, left_pad, pad_token_id
 from unloc.objectives import token_logprobs
 
@@ -57,10 +58,39 @@ class TofuEvalConfig:
 # --------------------------------------------------------------------------- losses
 
 
+@dataclass(frozen=True)
+class AnswerScores:
+    """What one teacher-forced pass tells about each answer: its per-token mean NLL (answer +
+    EOS) and ES's k* (es.py), so ES needs no pass of its own. Tensors share one shape."""
+
+    loss: torch.Tensor  # float64
+    k_star: torch.Tensor  # long
+    length: torch.Tensor  # long: answer tokens without EOS
+
+    def es(self, convention: str = "paper") -> torch.Tensor:
+        return es_from_k_star(self.k_star.flatten(), self.length.flatten(), convention).view(self.length.shape)
+
+    def __getitem__(self, index) -> "AnswerScores":
+        return AnswerScores(self.loss[index], self.k_star[index], self.length[index])
+
+    def view(self, *shape) -> "AnswerScores":
+        return AnswerScores(self.loss.view(*shape), self.k_star.view(*shape), self.length.view(*shape))
+
+
+def _scores_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> AnswerScores:
+    """Scores of answers whose tokens (EOS last) are ``targets`` [B, T] left-aligned, with
+    ``logits`` [B, T, V] predicting each of them and ``mask`` marking real tokens."""
+    logits = logits.float()
+    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * mask
+    length = mask.sum(1) - 1
+    k_star = k_star_from_correct(logits.argmax(-1) == targets, length)
+    return AnswerScores((-logp.sum(1) / mask.sum(1)).double().cpu(), k_star.cpu(), length.cpu())
+
+
 @torch.no_grad()
-def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
-                  device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
-    """[N] mean NLL per answer token (answer + EOS) of each (question, answer) pair.
+def answer_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
+                  device: str = "cpu", system_prompt: str | None = None) -> AnswerScores:
+    """[N] scores of each (question, answer) pair, one right-padded causal pass per batch.
 
     Pairs are sorted by length before batching so a batch pads little; a right-padded causal
     pass gives every real token the logits it would get alone, so the result does not
@@ -68,25 +98,40 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
     """
     encoded = [encode_qa(tokenizer, q, a, max_length, system_prompt) for q, a in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    losses = torch.empty(len(encoded), dtype=torch.float64)
+    loss = torch.empty(len(encoded), dtype=torch.float64)
+    k_star = torch.empty(len(encoded), dtype=torch.long)
+    length = torch.empty(len(encoded), dtype=torch.long)
     pad_id = pad_token_id(tokenizer)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp, mask = token_logprobs(logits, batch["labels"])
-        losses[rows] = (-logp.sum(1) / mask.sum(1)).double().cpu()
-    return losses
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        # re-align every row so column 0 is its first answer token (and its predicting logits)
+        first = (batch["labels"] != IGNORE).int().argmax(1)
+        width = int(max(len(encoded[i].input_ids) for i in rows) - first.min())
+        raw = first[:, None] + torch.arange(width)[None, :]
+        cols = raw.clamp(max=batch["labels"].shape[1] - 1)
+        mask = raw < batch["attention_mask"].sum(1, keepdim=True)  # answer + EOS, then padding
+        targets = torch.where(mask, batch["labels"].gather(1, cols), 0)
+        pred = logits.gather(1, (cols - 1).to(logits.device)[..., None].expand(-1, -1, logits.shape[-1]))
+        scores = _scores_from_logits(pred, targets.to(logits.device), mask.to(logits.device).long())
+        loss[rows], k_star[rows], length[rows] = scores.loss, scores.k_star, scores.length
+    return AnswerScores(loss, k_star, length)
+
+
+def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
+                  device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
+    """[N] mean NLL per answer token (answer + EOS) of each (question, answer) pair."""
+    return answer_scores(model, tokenizer, pairs, max_length, batch_size, device, system_prompt).loss
 
 
 @torch.no_grad()
-def grouped_answer_losses(model, tokenizer, questions: Sequence[str], answer_groups: Sequence[Sequence[str]],
+def grouped_answer_scores(model, tokenizer, questions: Sequence[str], answer_groups: Sequence[Sequence[str]],
                           max_length: int, batch_size: int = 32, device: str = "cpu",
-                          system_prompt: str | None = None) -> torch.Tensor:
-    """[N, k] per-token mean NLL (answer + EOS) of k answers to each of N questions.
+                          system_prompt: str | None = None) -> AnswerScores:
+    """[N, k] scores of k answers to each of N questions.
 
-    The same numbers as ``answer_losses`` on every (question, answer) pair, but each prompt
+    The same numbers as ``answer_scores`` on every (question, answer) pair, but each prompt
     runs once: its KV cache is repeated for the k answers (truth ratios score 4-7 answers per
     question, and the prompt is about half of each sequence). Prompts are left-padded with
     explicit position ids, so every token sees what it would see alone.
@@ -99,19 +144,30 @@ def grouped_answer_losses(model, tokenizer, questions: Sequence[str], answer_gro
     answers = [[answer_ids(tokenizer, a)[: max(max_length - len(p) - 1, 1)] + [eos] for a in group]
                for p, group in zip(prompts, answer_groups)]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(len(a) for a in answers[i]))
-    losses = torch.empty(len(prompts), k, dtype=torch.float64)
+    loss = torch.empty(len(prompts), k, dtype=torch.float64)
+    k_star = torch.empty(len(prompts), k, dtype=torch.long)
+    length = torch.empty(len(prompts), k, dtype=torch.long)
     per_batch = max(1, batch_size // k)
     for start in range(0, len(order), per_batch):
         items = order[start:start + per_batch]
-        losses[items] = _group_losses(model, [prompts[i] for i in items], [answers[i] for i in items],
-                                      k, pad, device).view(len(items), k)
-    return losses
+        scores = _group_scores(model, [prompts[i] for i in items], [answers[i] for i in items], k, pad, device)
+        scores = scores.view(len(items), k)
+        loss[items], k_star[items], length[items] = scores.loss, scores.k_star, scores.length
+    return AnswerScores(loss, k_star, length)
 
 
-def _group_losses(model, prompts, answers, k, pad, device) -> torch.Tensor:
+def grouped_answer_losses(model, tokenizer, questions, answer_groups, max_length: int, batch_size: int = 32,
+                          device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
+    """[N, k] per-token mean NLL (answer + EOS) of k answers to each of N questions."""
+    return grouped_answer_scores(model, tokenizer, questions, answer_groups, max_length, batch_size, device,
+                                 system_prompt).loss
+
+
+def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     ids_p, mask_p = (t.to(device) for t in left_pad(prompts, pad))
+    # only the prompt's last position predicts an answer token: skip the LM head elsewhere
     out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=(mask_p.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True)
+                use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(k)
     rows = [a for group in answers for a in group]
@@ -122,30 +178,30 @@ def _group_losses(model, prompts, answers, k, pad, device) -> torch.Tensor:
         ids_a[r, :len(a)], mask_a[r, :len(a)] = torch.tensor(a), 1
     ids_a, mask_a = ids_a.to(device), mask_a.to(device)
     start = mask_p.sum(-1).repeat_interleave(k)[:, None]
-    logits = model(input_ids=ids_a, attention_mask=torch.cat([mask_p.repeat_interleave(k, 0), mask_a], 1),
-                   position_ids=start + torch.arange(width, device=device)[None, :], past_key_values=cache).logits
+    # the answer's last token (EOS) predicts nothing we score
+    logits = model(input_ids=ids_a[:, :-1], attention_mask=torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1),
+                   position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache).logits
     # the prompt's last position predicts the first answer token; answer position t predicts t + 1
-    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), logits[:, :-1]], 1).float()
-    logp = torch.log_softmax(logits, -1).gather(-1, ids_a[..., None])[..., 0] * mask_a
-    return (-logp.sum(1) / mask_a.sum(1)).double().cpu()
+    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), logits], 1)
+    return _scores_from_logits(logits, ids_a, mask_a)
 
 
-def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args) -> dict[str, torch.Tensor]:
-    """Losses of each record's answers under ``keys`` plus its perturbed answers; returns
+def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args) -> dict[str, AnswerScores]:
+    """Scores of each record's answers under ``keys`` plus its perturbed answers; returns
     {key: [N]} and "perturbed": [N, k].
 
-    HF models score each question's answers with one prompt pass (``grouped_answer_losses``);
+    HF models score each question's answers with one prompt pass (``grouped_answer_scores``);
     anything else (the whole-sequence stand-ins of the definition tests) pair by pair, which
     a test shows gives the same numbers.
     """
     questions = [r["question"] for r in records]
     groups = [[r[key] for key in keys] + list(r["perturbed_answer"]) for r in records]
     if isinstance(model, PreTrainedModel):
-        losses = grouped_answer_losses(model, tokenizer, questions, groups, *args)
+        scores = grouped_answer_scores(model, tokenizer, questions, groups, *args)
     else:
         pairs = [(q, a) for q, group in zip(questions, groups) for a in group]
-        losses = answer_losses(model, tokenizer, pairs, *args).view(len(records), -1)
-    return {**{key: losses[:, j] for j, key in enumerate(keys)}, "perturbed": losses[:, len(keys):]}
+        scores = answer_scores(model, tokenizer, pairs, *args).view(len(records), -1)
+    return {**{key: scores[:, j] for j, key in enumerate(keys)}, "perturbed": scores[:, len(keys):]}
 
 
 # --------------------------------------------------------------------------- functions of losses
@@ -218,7 +274,7 @@ def truth_ratios(model, tokenizer, records: Sequence[dict], correct_key: str, ma
                  batch_size: int = 32, device: str = "cpu", system_prompt: str | None = None) -> torch.Tensor:
     """[N] raw per-item truth ratios; ``correct_key`` from ``CORRECT_KEY`` for the records' role."""
     scored = _scored(model, tokenizer, records, [correct_key], (max_length, batch_size, device, system_prompt))
-    return truth_ratio_from_losses(scored[correct_key], list(scored["perturbed"]))
+    return truth_ratio_from_losses(scored[correct_key].loss, list(scored["perturbed"].loss))
 
 
 def answer_probability(model, tokenizer, records: Sequence[dict], normalised: bool, max_length: int,
@@ -230,21 +286,33 @@ def answer_probability(model, tokenizer, records: Sequence[dict], normalised: bo
         return float(torch.exp(-answer_losses(model, tokenizer, [(r["question"], r["answer"]) for r in records],
                                               *args)).mean())
     scored = _scored(model, tokenizer, records, ["answer"], args)
-    return float(normalised_probability_from_losses(scored["answer"], list(scored["perturbed"])).mean())
+    return float(normalised_probability_from_losses(scored["answer"].loss, list(scored["perturbed"].loss)).mean())
+
+
+def split_scores(model, tokenizer, records: Sequence[dict], correct_key: str,
+                 cfg: TofuEvalConfig) -> dict[str, AnswerScores]:
+    """One scored pass over a split: "answer", ``correct_key`` and "perturbed"."""
+    keys = list(dict.fromkeys(["answer", correct_key]))
+    return _scored(model, tokenizer, records, keys, (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt))
+
+
+def split_parts(scored: dict[str, AnswerScores], generated: Sequence[str], records: Sequence[dict], prefix: str,
+                normalised: bool, correct_key: str) -> dict[str, float]:
+    """The three MU parts of one split from its scores and greedy generations."""
+    answer, perturbed = scored["answer"].loss, list(scored["perturbed"].loss)
+    prob = normalised_probability_from_losses(answer, perturbed) if normalised else torch.exp(-answer)
+    return {f"{prefix}_prob": float(prob.mean()),
+            f"{prefix}_rouge": rouge_l_recall(generated, [r["answer"] for r in records]),
+            f"{prefix}_tr": truth_ratio_utility(truth_ratio_from_losses(scored[correct_key].loss, perturbed))}
 
 
 def split_utility(model, tokenizer, records: Sequence[dict], prefix: str, normalised: bool,
                   correct_key: str, cfg: TofuEvalConfig) -> dict[str, float]:
     """The three MU parts of one split, scoring each answer set once."""
-    keys = list(dict.fromkeys(["answer", correct_key]))
-    scored = _scored(model, tokenizer, records, keys, (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt))
-    answer, perturbed = scored["answer"], list(scored["perturbed"])
-    prob = normalised_probability_from_losses(answer, perturbed) if normalised else torch.exp(-answer)
+    scored = split_scores(model, tokenizer, records, correct_key, cfg)
     generated = greedy_generate(model, tokenizer, [r["question"] for r in records], cfg.max_new_tokens,
                                 cfg.batch_size, cfg.system_prompt, cfg.device)
-    return {f"{prefix}_prob": float(prob.mean()),
-            f"{prefix}_rouge": rouge_l_recall(generated, [r["answer"] for r in records]),
-            f"{prefix}_tr": truth_ratio_utility(truth_ratio_from_losses(scored[correct_key], perturbed))}
+    return split_parts(scored, generated, records, prefix, normalised, correct_key)
 
 
 def utility_parts(model, tokenizer, roles: dict, cfg: TofuEvalConfig) -> dict[str, float]:
