@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from unloc import io
+from unloc import distributed, io
 
 log = logging.getLogger("unloc")
 
@@ -170,12 +170,19 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if not distributed.is_main_process():
+        # torchrun's other ranks report warnings and errors only: one job log, not one copy per rank.
+        level = max(level, logging.WARNING)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     if args.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(distributed.threads_per_process(args.threads))
     start = time.time()
     paths = {k: v for k, v in vars(args).items() if k not in ("stage", "params", "verbose", "threads")}
     log.info("unloc %s: start; %s", args.stage, ", ".join(f"{k}={v}" for k, v in paths.items()))

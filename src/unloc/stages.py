@@ -9,6 +9,7 @@ global config and never call Snakemake.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from unloc import io
+from unloc import distributed, io
 from unloc.data import build_dataset, load_role, write_dataset
 from unloc.data.collate import collate, encode_qa, encode_records, encode_text
 from unloc.masks import check_mask_fits, load_mask, random_mask, save_mask, target_mask
@@ -42,10 +43,18 @@ class Stage:
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, version: int):
+def stage(name: str, version: int, multi_process: bool = False):
+    """Register a stage; one without ``multi_process`` refuses a torchrun launch of several processes."""
+
     def register(fn):
-        STAGES[name] = Stage(fn, version)
-        return fn
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            if not multi_process:
+                distributed.refuse_multi_process(name)
+            return fn(*args, **kwargs)
+
+        STAGES[name] = Stage(guarded, version)
+        return guarded
 
     return register
 
@@ -88,42 +97,72 @@ def _tokenizer_texts(data_dir) -> list[str]:
     return texts
 
 
-@stage("pretrain", version=1)
+def _train_all_parameters(model, tokenizer, examples, cfg: TrainConfig, *, device, log_path, desc, launch):
+    """Train every parameter on ``answer_nll``; under torchrun, FSDP-sharded with the batch split by example."""
+    if launch is None:
+        loss_fn = lambda b: answer_nll(model, b)  # noqa: E731
+    else:
+        distributed.shard_model(model, launch)
+        loss_fn = lambda b: distributed.rank_answer_nll(model, b, launch)  # noqa: E731
+    model.train()
+    train(list(model.parameters()), loss_fn, Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed),
+          cfg, device=device, log_path=log_path, desc=desc, launch=launch)
+
+
+def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> None:
+    """Save the checkpoint; under torchrun the main rank gathers the shards and alone writes."""
+    if launch is None:
+        io.save_checkpoint(model.cpu(), tokenizer, out_dir, metadata)
+        return
+    whole = distributed.gather_on_main(model, launch)
+    if launch.is_main:
+        io.save_checkpoint(whole, tokenizer, out_dir, metadata)
+    distributed.wait_for_main()
+
+
+@stage("pretrain", version=1, multi_process=True)
 def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
     """θp: train the tiny Llama from scratch on the corpus, or resolve a named checkpoint."""
     model_p = params["model"]
-    if model_p["source"] == "tiny":
-        arch = {**model_p["tiny"], "max_length": model_p["max_length"]}
-        tokenizer = train_tokenizer(_tokenizer_texts(data_dir), arch["vocab_size"])
-        model = build_tiny_llama(arch, tokenizer, seed=params["seed"]).to(device)
-        examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data_dir, "corpus")]
-        cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
-        log.info("pretraining a %.2fM-parameter Llama on %d documents",
-                 sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
-        model.train()
-        train(list(model.parameters()), lambda b: answer_nll(model, b),
-              Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed), cfg,
-              device=device, log_path=log_path, desc="pretrain")
-    elif model_p["source"] == "hf":
-        model, tokenizer = resolve_pretrained(model_p["name_or_path"])
-        write_log(log_path, [])  # nothing trained; the log says so by being empty
-    else:
-        raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf")
-    io.save_checkpoint(model.cpu(), tokenizer, out_dir, _provenance("pretrain", params))
+    with distributed.process_group(device) as launch:
+        device = device if launch is None else launch.device
+        main = launch is None or launch.is_main
+        if model_p["source"] == "tiny":
+            arch = {**model_p["tiny"], "max_length": model_p["max_length"]}
+            # Every rank builds the same tokenizer and model: both are deterministic given the seed.
+            tokenizer = train_tokenizer(_tokenizer_texts(data_dir), arch["vocab_size"])
+            model = build_tiny_llama(arch, tokenizer, seed=params["seed"]).to(device)
+            examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data_dir, "corpus")]
+            cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+            log.info("pretraining a %.2fM-parameter Llama on %d documents",
+                     sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
+            _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
+                                  desc="pretrain", launch=launch)
+        elif model_p["source"] == "hf":
+            # Nothing to train: only the main rank loads the checkpoint, the others wait for it.
+            model, tokenizer = resolve_pretrained(model_p["name_or_path"]) if main else (None, None)
+            if main:
+                write_log(log_path, [])  # nothing trained; the log says so by being empty
+        else:
+            raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf")
+        _save_all_parameters(model, tokenizer, out_dir, _provenance("pretrain", params), launch)
 
 
-@stage("finetune", version=1)
+@stage("finetune", version=1, multi_process=True)
 def finetune(params: dict, theta_p, data_dir, split: str, out_dir, log_path, device="cpu") -> None:
     """θr (split=retain) or θfull (split=full): full-parameter fine-tuning on answer tokens."""
-    model, tokenizer = io.load_checkpoint(theta_p, device=device)
-    examples = encode_records(tokenizer, load_role(data_dir, split), params["max_length"], params.get("system_prompt"))
-    cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
-    model.train()
-    train(list(model.parameters()), lambda b: answer_nll(model, b),
-          Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed), cfg,
-          device=device, log_path=log_path, desc=f"finetune[{split}]")
-    io.save_checkpoint(model.cpu(), tokenizer, out_dir,
-                       _provenance("finetune", params, parent=str(theta_p), parent_hash=io.artifact_hash(theta_p)))
+    with distributed.process_group(device) as launch:
+        # Under torchrun the model is loaded on the CPU and FSDP moves each rank's shard to its
+        # GPU, so no GPU ever holds the whole model.
+        model, tokenizer = io.load_checkpoint(theta_p, device=device if launch is None else "cpu")
+        device = device if launch is None else launch.device
+        examples = encode_records(tokenizer, load_role(data_dir, split), params["max_length"],
+                                  params.get("system_prompt"))
+        cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+        _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
+                              desc=f"finetune[{split}]", launch=launch)
+        _save_all_parameters(model, tokenizer, out_dir, _provenance(
+            "finetune", params, parent=str(theta_p), parent_hash=io.artifact_hash(theta_p)), launch)
 
 
 # --------------------------------------------------------------------------- masks
@@ -356,6 +395,7 @@ def figure(kind: str, model_name: str, curve_paths: list[str], out_png, out_pdf)
 
 def export(artifact, out_dir) -> None:
     """Materialise a checkpoint or delta chain as a full HF directory."""
+    distributed.refuse_multi_process("export")
     model, tokenizer = io.load_checkpoint(artifact)
     io.save_checkpoint(model, tokenizer, out_dir, {"stage": "export", "source": str(artifact),
                                                    "source_hash": io.artifact_hash(artifact)})

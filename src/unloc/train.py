@@ -3,6 +3,10 @@
 A stage supplies the parameters to train, a loss function of a batch, and a batcher; the
 loop owns shuffling, the optimizer, the LR schedule, gradient clipping, progress and the
 per-step log. Nothing else trains.
+
+Under torchrun (``launch``) every rank runs the same loop over the same global batches; the
+loss function picks the rank's examples and returns its share of the batch loss, FSDP sums
+the gradients, the log records the shares' sum (the global loss) and the main rank writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tqdm import tqdm
 
 from unloc import io
 from unloc.data.collate import Encoded, collate
+from unloc.distributed import Launch, sum_over_ranks
 from unloc.optim import OPTIMIZERS, lr_lambda
 
 
@@ -85,25 +90,29 @@ def to_device(batch, device):
 
 def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tensor], batcher: Batcher,
           cfg: TrainConfig, *, device="cpu", log_path=None, desc: str = "train",
-          on_step: Callable[[int], None] | None = None) -> list[dict]:
+          on_step: Callable[[int], None] | None = None, launch: Launch | None = None) -> list[dict]:
     """Minimise ``loss_fn`` over ``cfg.epochs`` epochs of ``batcher``; return the step log."""
+    main = launch is None or launch.is_main
     torch.manual_seed(cfg.seed)
     optimizer = OPTIMIZERS[cfg.optimizer](params, cfg.lr, cfg.weight_decay)
     total = cfg.epochs * len(batcher)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.schedule, total, int(cfg.warmup_ratio * total)))
     log, step, start = [], 0, time.time()
-    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0, dynamic_ncols=True,
+               disable=not main)
     for epoch in range(cfg.epochs):
         for batch in batcher.epoch(epoch):
             loss = loss_fn(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm is not None:
+                # Sharded gradients are DTensors, whose norm is taken over all shards: the global norm.
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            log.append({"step": step, "epoch": epoch, "loss": float(loss.detach()),
+            batch_loss = loss.detach() if launch is None else sum_over_ranks(loss)
+            log.append({"step": step, "epoch": epoch, "loss": float(batch_loss),
                         "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - start, 3)})
             step += 1
             bar.update()
@@ -111,7 +120,7 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tens
             if on_step is not None:
                 on_step(step)
     bar.close()
-    if log_path is not None:
+    if log_path is not None and main:
         write_log(log_path, log)
     return log
 

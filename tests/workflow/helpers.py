@@ -41,7 +41,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-JOB = re.compile(r"^(?:local)?rule (\w+):\s*$")
+# Jobs of a `group:` are listed indented under their group job.
+JOB = re.compile(r"^\s*(?:local)?rule (\w+):\s*$")
 WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 
 

@@ -1,6 +1,16 @@
 # Paths and the per-stage parameter slices every rule passes to the `unloc` CLI.
 import json
+import os
 import re
+import sys
+
+# Stages run as `python -m unloc.cli` from this checkout's src/, in the venv (where the project
+# is also installed) and in the conda environment of envs/unloc.yaml alike: that file holds only
+# the dependencies, because Snakemake deploys a copy of it, where a relative `-e ..` means nothing.
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+CONDA_ENV = os.path.join(workflow.basedir, "envs", "unloc.yaml")
 
 from unloc.data import ROLES
 from unloc.stages import STAGES
@@ -11,7 +21,7 @@ DATA_FILES = expand(DATA + "/{role}.jsonl", role=ROLES)
 SEEDS = config["masks"]["seeds"]
 LOGS = f"{R}/logs"
 # Where to run is not part of any result, so it is a CLI flag and not a param.
-UNLOC = f"unloc --device {config['device']}"
+UNLOC = f"python -m unloc.cli --device {config['device']}"
 
 wildcard_constraints:
     seed=r"\d+",

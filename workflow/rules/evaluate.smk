@@ -10,16 +10,25 @@ rule es:
         f"{R}/es/{{ckpt}}.json",
     params:
         p=stage_params("es", **run_slice(), **config["eval"]),
-    threads: 2
+    threads: threads_of("es")
+    resources:
+        **resources_of("es"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/es_{{ckpt}}.log",
     shell:
-        "{UNLOC} --threads {threads} es --params {params.p:q} --model {input.model[0]} --data {DATA}"
+        "{LAUNCH[es]} --threads {threads} es --params {params.p:q} --model {input.model[0]}"
+        " --data {DATA}"
         " --out {output} > {log} 2>&1"
 
 
 def sanity_results():
     return {c if not c.startswith("theta_o_s") else f"theta_o[s{c[9:]}]": f"{R}/es/{c}.json" for c in CHECKPOINTS}
+
+
+localrules:
+    sanity,
 
 
 rule sanity:
@@ -30,6 +39,8 @@ rule sanity:
         SANITY,
     params:
         results=" ".join(f"--result {n}={p}" for n, p in sanity_results().items()),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/sanity.log",
     shell:
@@ -49,11 +60,16 @@ rule reference_stats:
         f"{R}/eval/theta_r_forget_truth_ratio.safetensors",
     params:
         p=stage_params("reference_stats", **run_slice(), **config["mix"]),
-    threads: 2
+    threads: threads_of("reference_stats")
+    resources:
+        **resources_of("reference_stats"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/reference_stats.log",
     shell:
-        "{UNLOC} --threads {threads} reference-stats --params {params.p:q} --model {input.theta_r} --data {DATA}"
+        "{LAUNCH[reference_stats]} --threads {threads} reference-stats --params {params.p:q}"
+        " --model {input.theta_r} --data {DATA}"
         " --out {output} > {log} 2>&1"
 
 
@@ -72,9 +88,16 @@ rule mix_eval:
         scenario="oracle|random",
     params:
         p=mix_params(),
-    threads: 1
+    # one cluster job per unlearning run and its mixing sweep (docs/cluster.md)
+    group:
+        "sweep"
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/mix_eval_{{objective}}_{{scenario}}_s{{seed}}.log",
     shell:
-        "{UNLOC} --threads {threads} mix-eval --params {params.p:q} --model {input.theta_u}"
+        "{LAUNCH[mix_eval]} --threads {threads} mix-eval --params {params.p:q} --model {input.theta_u}"
         " --reference {input.reference} --data {DATA} --out {output} > {log} 2>&1"

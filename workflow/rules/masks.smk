@@ -1,3 +1,8 @@
+# Cheap and I/O-bound: runs where Snakemake runs, never as a cluster job.
+localrules:
+    make_mask,
+
+
 rule make_mask:
     """V_tgt and V_rdm for one mask seed (shapes from θp's config)."""
     input:
@@ -7,6 +12,8 @@ rule make_mask:
         random=f"{R}/masks/s{{seed}}/random.safetensors",
     params:
         p=stage_params("make_mask", ratio=config["masks"]["ratio"]),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/make_mask_s{{seed}}.log",
     shell:

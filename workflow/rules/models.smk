@@ -14,11 +14,15 @@ rule pretrain:
         log=f"{R}/train_logs/pretrain.csv",
     params:
         p=pretrain_params(),
-    threads: 2
+    threads: threads_of("pretrain")
+    resources:
+        **resources_of("pretrain"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/pretrain.log",
     shell:
-        "{UNLOC} --threads {threads} pretrain --params {params.p:q} --data {DATA}"
+        "{LAUNCH[pretrain]} --threads {threads} pretrain --params {params.p:q} --data {DATA}"
         " --out {output.model} --log {output.log} > {log} 2>&1"
 
 
@@ -40,12 +44,16 @@ rule finetune:
             "finetune", train=config[f"finetune_{FINETUNE_SPLIT[w.which]}"], seed=config["seed"], **run_slice()
         ),
         split=lambda w: FINETUNE_SPLIT[w.which],
-    threads: 2
+    threads: threads_of("finetune")
+    resources:
+        **resources_of("finetune"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/finetune_{{which}}.log",
     shell:
-        "{UNLOC} --threads {threads} finetune --params {params.p:q} --model {input.theta_p} --data {DATA}"
-        " --split {params.split} --out {output.model} --log {output.log} > {log} 2>&1"
+        "{LAUNCH[finetune]} --threads {threads} finetune --params {params.p:q} --model {input.theta_p}"
+        " --data {DATA} --split {params.split} --out {output.model} --log {output.log} > {log} 2>&1"
 
 
 rule inject_forget:
@@ -59,9 +67,13 @@ rule inject_forget:
         log=f"{R}/theta_o/s{{seed}}/train_log.csv",
     params:
         p=stage_params("inject_forget", train=config["inject"], seed=config["seed"], **run_slice()),
-    threads: 2
+    threads: threads_of("inject_forget")
+    resources:
+        **resources_of("inject_forget"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/inject_forget_s{{seed}}.log",
     shell:
-        "{UNLOC} --threads {threads} inject --params {params.p:q} --model {input.theta_r} --mask {input.mask}"
-        " --data {DATA} --out {output.delta} --log {output.log} > {log} 2>&1"
+        "{LAUNCH[inject_forget]} --threads {threads} inject --params {params.p:q} --model {input.theta_r}"
+        " --mask {input.mask} --data {DATA} --out {output.delta} --log {output.log} > {log} 2>&1"

@@ -17,6 +17,8 @@ rule table2:
     params:
         p=stage_params("table2", **config["stats"]),
         model=config["name"],
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/table2.log",
     shell:
@@ -36,6 +38,8 @@ rule figure:
     params:
         model=config["name"],
         version=lambda w: STAGES["figure"].version,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/figure_{{kind}}.log",
     shell:

@@ -30,9 +30,16 @@ rule unlearn:
         scenario="oracle|random",
     params:
         p=unlearn_params,
-    threads: 2
+    # one cluster job per unlearning run and its mixing sweep (docs/cluster.md)
+    group:
+        "sweep"
+    threads: threads_of("unlearn")
+    resources:
+        **resources_of("unlearn"),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/unlearn_{{objective}}_{{scenario}}_s{{seed}}.log",
     shell:
-        "{UNLOC} --threads {threads} unlearn --params {params.p:q} --model {input.theta_o} --mask {input.mask}"
-        " --data {DATA} --out {output.delta} --log {output.log} > {log} 2>&1"
+        "{LAUNCH[unlearn]} --threads {threads} unlearn --params {params.p:q} --model {input.theta_o}"
+        " --mask {input.mask} --data {DATA} --out {output.delta} --log {output.log} > {log} 2>&1"

@@ -1,0 +1,75 @@
+"""What each job asks a scheduler for follows the config's model.size_class (dry runs only)."""
+
+import re
+
+import pytest
+
+from helpers import REPO, load_config, snakemake, write_config
+
+
+def dry_run_jobs(workdir, config_name):
+    """{rule: (resources line, shell command)} of a dry run's first job per rule."""
+    config = load_config(config_name)
+    path = write_config(workdir, config)
+    out = snakemake(workdir, "-n", "-p", "--configfile", str(path), "--", "all").stdout
+    jobs = {}
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", out):
+        m = re.match(r"\s*(?:local)?rule (\w+):", block)
+        if not m or m[1] in jobs:
+            continue
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        shell = re.search(r"^(?:Shell command: )?((?:torchrun|python -m unloc.cli) .*)$", block, re.M)
+        jobs[m[1]] = (resources[1] if resources else "", shell[1] if shell else "")
+    return jobs
+
+
+def test_tiny_jobs_are_cpu_jobs_and_cheap_rules_are_local(tmp_path):
+    """(A dry run does not mark local rules, so those are read from the rule files.)"""
+    jobs = dry_run_jobs(tmp_path, "config/quick.yaml")
+    rules_text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    local = {name for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", rules_text, re.M)
+             for name in re.findall(r"\w+", block)}
+    assert local == {"prepare_data", "make_mask", "sanity", "table2", "figure"}
+    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+        assert "gpu=0" in jobs[rule][0], rule
+        assert not jobs[rule][1].startswith("torchrun"), rule
+
+
+@pytest.mark.parametrize("config_name", ["config/llama8b.yaml", "config/olmo7b.yaml"])
+def test_8b_fine_tuning_runs_fsdp_on_four_gpus_and_masked_stages_on_one(tmp_path, config_name):
+    jobs = dry_run_jobs(tmp_path, config_name)
+    assert "gpu=4" in jobs["finetune"][0]
+    assert jobs["finetune"][1].startswith("torchrun --standalone --nproc-per-node 4 -m -- unloc.cli ")
+    for rule in ("inject_forget", "unlearn", "mix_eval"):
+        assert "gpu=1" in jobs[rule][0], rule
+        assert jobs[rule][1].startswith("python -m unloc.cli "), rule
+    assert re.search(r"runtime=(\d+)", jobs["finetune"][0])[1] != re.search(r"runtime=(\d+)", jobs["es"][0])[1]
+
+
+def test_unlearning_run_and_its_sweep_are_one_cluster_job():
+    text = (REPO / "workflow/rules/unlearn.smk").read_text() + (REPO / "workflow/rules/evaluate.smk").read_text()
+    assert text.count('group:\n        "sweep"') == 2
+
+
+def test_conda_environment_and_pip_lock_pin_the_same_packages():
+    """envs/unloc.yaml (clusters deploying with conda) and envs/requirements.lock (pip) list
+    the same packages at the same versions."""
+    import yaml
+
+    def pins(lines):
+        return {tuple(re.split(r"==", line.strip(), maxsplit=1)) for line in lines
+                if line.strip() and not line.strip().startswith("#")}
+
+    env = yaml.safe_load((REPO / "envs/unloc.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    lock = pins((REPO / "envs/requirements.lock").read_text().splitlines())
+    assert all(len(p) == 2 for p in lock), "every lock line pins a version"
+    assert pins(pip) == lock
+    assert {name.lower() for name, _ in lock} >= {"torch", "snakemake", "snakemake-executor-plugin-slurm"}
+
+
+def test_every_stage_rule_declares_the_conda_environment():
+    for path in (REPO / "workflow/rules").glob("*.smk"):
+        text = path.read_text()
+        rules = re.findall(r"^rule (\w+):", text, re.M)
+        assert text.count("conda:\n        CONDA_ENV") == len(rules), path.name
