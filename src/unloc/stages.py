@@ -27,7 +27,7 @@ from unloc.data.collate import collate, encode_qa, encode_records, encode_text
 from unloc.masks import check_mask_fits, load_mask, random_mask, save_mask, target_mask
 from unloc.metrics.es import per_example_es
 from unloc.models import (attach_masked_columns, build_tiny_llama, column_delta, detach_masked_columns,
-                          gather_columns, resolve_pretrained, train_tokenizer)
+                          convert_gguf, gather_columns, resolve_pretrained, train_tokenizer)
 from unloc.objectives import OBJECTIVES, answer_nll, forget_retain_nll, rmu_steering, sequence_logprob
 from unloc.train import Batcher, TrainConfig, train, write_log
 
@@ -122,8 +122,10 @@ def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> N
 
 @stage("pretrain", version=1, multi_process=True)
 def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
-    """θp: train the tiny Llama from scratch on the corpus, or resolve a named checkpoint."""
+    """θp: train the tiny Llama from scratch on the corpus, resolve a named checkpoint, or
+    convert a packaged GGUF file."""
     model_p = params["model"]
+    origin = {}  # what a converted θp was made from, for its provenance
     with distributed.process_group(device) as launch:
         device = device if launch is None else launch.device
         main = launch is None or launch.is_main
@@ -143,9 +145,17 @@ def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
             model, tokenizer = resolve_pretrained(model_p["name_or_path"]) if main else (None, None)
             if main:
                 write_log(log_path, [])  # nothing trained; the log says so by being empty
+        elif model_p["source"] == "gguf":
+            # Converted on the main rank alone, as an hf checkpoint is resolved.
+            gguf = model_p["gguf"]
+            model, tokenizer, converted = (convert_gguf(gguf["package"], gguf["file"]) if main
+                                           else (None, None, None))
+            if main:
+                origin = {"gguf": converted}
+                write_log(log_path, [])
         else:
-            raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf")
-        _save_all_parameters(model, tokenizer, out_dir, _provenance("pretrain", params), launch)
+            raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf, gguf")
+        _save_all_parameters(model, tokenizer, out_dir, _provenance("pretrain", params, **origin), launch)
 
 
 @stage("finetune", version=1, multi_process=True)
