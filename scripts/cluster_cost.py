@@ -115,12 +115,12 @@ def main():
     total = sum(s * c for _, s, c in rows)
     print(f"{'Table 2 (compute only)':32s} {'':10s} {'':5s} {total / 3600:11.2f}")
 
-    full = 2 * n_params  # a bf16 checkpoint
+    full = 2 * n_params  # a bf16 checkpoint (precision: bf16)
     d_ff, layers = arch.intermediate_size, arch.num_hidden_layers
-    column = arch.hidden_size * 2  # one value vector in bf16
+    column = arch.hidden_size * 4  # one value vector in fp32: deltas are fp32 whatever the precision
     delta = cfg["masks"]["ratio"] * d_ff * layers * column
     print(f"\ndisk: a full bf16 checkpoint {full / 1e9:.1f} GB; a {cfg['masks']['ratio']:.0%} value-vector delta "
-          f"{delta / 1e6:.0f} MB ({cfg['masks']['ratio']:.0%} x {d_ff} x {layers} columns x {arch.hidden_size} x 2 B)")
+          f"{delta / 1e6:.0f} MB ({cfg['masks']['ratio']:.0%} x {d_ff} x {layers} columns x {arch.hidden_size} x 4 B, fp32)")
     checkpoints = 2 + seeds + runs  # θp, θr, θo per seed, θu per run
     print(f"{checkpoints} checkpoints (θp, θr, {seeds} θo, {runs} θu): {checkpoints * full / 1e9:.0f} GB as full "
           f"checkpoints, {(2 * full + (seeds + runs) * delta) / 1e9:.1f} GB with sparse deltas")

@@ -13,6 +13,7 @@ import sys
 import time
 
 from unloc import distributed, io
+from unloc.precision import PRECISIONS
 
 log = logging.getLogger("unloc")
 
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "Materialise a delta chain (or copy a checkpoint) as a full HF model directory.")
     p.add_argument("artifact", help="delta (.safetensors) or model directory")
     p.add_argument("out", help="output HF model directory")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="dtype of the written weights (default: the precision the artifact was made under)")
     return parser
 
 
@@ -165,7 +168,7 @@ def run(args) -> None:
         named = dict(item.split("=", 1) for item in args.result)
         stages.sanity(named, args.out)
     elif s == "export":
-        stages.export(args.artifact, args.out)
+        stages.export(args.artifact, args.out, args.precision)
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,10 @@ Three kinds of artifact leave a stage:
   the config digest and the stage version;
 * a **mask**: one safetensors file of boolean tensors with its metadata.
 
+Full checkpoints are written in the dtype the stage asks for (bf16 under ``precision: bf16``),
+deltas always in fp32, so that θr + δ rebuilds θo to fp32 rounding whatever θr's dtype;
+every checkpoint loads as an fp32 model (the master weights training needs).
+
 Every write is atomic: the bytes go to a temporary sibling that is renamed into place only
 once complete, so an interrupted job never leaves a half file that Snakemake would trust.
 Nothing here unpickles: no ``torch.load``.
@@ -235,7 +239,8 @@ def save_delta(path, columns, *, parent, metadata: dict) -> None:
         if values.shape[1] != idx.numel():
             raise ValueError(f"layer {l}: {idx.numel()} indices but values of shape {tuple(values.shape)}")
         tensors[f"layers.{l}.down_proj.columns"] = idx.to(torch.int64)
-        tensors[f"layers.{l}.down_proj.delta"] = values
+        # fp32 whatever the weights' dtype: a bf16 delta would round θo away from what was trained
+        tensors[f"layers.{l}.down_proj.delta"] = values.to(torch.float32)
     meta = {
         **{k: str(v) for k, v in metadata.items()},
         "format": DELTA_FORMAT,
@@ -294,18 +299,63 @@ def delta_chain(path) -> tuple[Path, list[Delta]]:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(model, tokenizer, out_dir, metadata: dict) -> None:
-    """Save a full HF checkpoint directory atomically, with provenance in ``unloc.json``."""
+def save_checkpoint(model, tokenizer, out_dir, metadata: dict, *, dtype: torch.dtype = torch.float32) -> None:
+    """Save a full HF checkpoint directory atomically, with provenance in ``unloc.json``.
+
+    The weights are written in ``dtype``; the model in memory is left as it is.
+    """
     with atomic_path(out_dir, is_dir=True) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=_state_dict_in(model, dtype))
+        _record_config_dtype(tmp, dtype)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         meta = {**metadata, "content_hash": weights_sha256(tmp)}
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, device="cpu"):
-    """Load any model artifact, a checkpoint directory or a delta chain, with its tokenizer."""
+def _state_dict_in(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The model's state dict with floating-point tensors in ``dtype``.
+
+    Tied tensors (input and output embeddings) stay one tensor: ``save_pretrained`` finds
+    ties by shared storage and writes them once. Tensors already in ``dtype`` are not copied.
+    """
+    converted: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if not tensor.is_floating_point():
+            state[name] = tensor
+            continue
+        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in converted:
+            converted[key] = tensor.to(dtype)
+        state[name] = converted[key]
+    return state
+
+
+def _record_config_dtype(model_dir: Path, dtype: torch.dtype) -> None:
+    """``save_pretrained`` writes the in-memory dtype into config.json; name the file's dtype."""
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def artifact_metadata(path) -> dict:
+    """What an artifact records about how it was made: a delta's metadata or a checkpoint
+    directory's ``unloc.json`` (empty for a plain HF directory)."""
+    path = Path(path)
+    if path.is_dir():
+        meta_file = path / CHECKPOINT_META
+        return read_json(meta_file) if meta_file.is_file() else {}
+    return load_delta(path).metadata
+
+
+def load_checkpoint(path, *, device="cpu"):
+    """Load any model artifact, a checkpoint directory or a delta chain, with its tokenizer.
+
+    The model is always fp32, whatever dtype its files hold: the master weights of any
+    training that follows, and the weights deltas are applied to and mixed in.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unloc.models import apply_delta
@@ -314,7 +364,7 @@ def load_checkpoint(path, *, dtype: torch.dtype = torch.float32, device="cpu"):
     if not (base / "config.json").is_file():
         raise ArtifactError(f"{base}: not a model directory (no config.json)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
     except (OSError, SafetensorError, ValueError) as e:
         raise ArtifactError(f"{base}: could not load checkpoint ({e})") from e
     has_tokenizer = (base / "tokenizer_config.json").is_file()

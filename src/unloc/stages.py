@@ -4,7 +4,8 @@ Each stage is registered with a ``version``; the workflow puts it into the rule'
 bumping it (when a stage's semantics change) reruns that stage and what depends on it,
 which Snakemake's code trigger cannot see for code under ``src/``.
 Stage functions take the rule's params slice (a dict) and paths; they never read the
-global config and never call Snakemake.
+global config and never call Snakemake. Stages registered with ``runs_model`` also get the
+config's ``precision`` in their params (precision.py): it changes their results.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from unloc.metrics.es import per_example_es
 from unloc.models import (attach_masked_columns, build_tiny_llama, column_delta, detach_masked_columns,
                           convert_gguf, gather_columns, resolve_pretrained, train_tokenizer)
 from unloc.objectives import OBJECTIVES, answer_nll, forget_retain_nll, rmu_steering, sequence_logprob
-from unloc.train import Batcher, TrainConfig, train, write_log
+from unloc.precision import autocast_context, checkpoint_dtype, precision_of
+from unloc.train import Batcher, TrainConfig, to_device, train, write_log
 
 log = logging.getLogger("unloc")
 
@@ -38,13 +40,15 @@ log = logging.getLogger("unloc")
 class Stage:
     fn: Callable
     version: int
+    runs_model: bool  # its params carry the config's precision
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def stage(name: str, version: int, multi_process: bool = False):
-    """Register a stage; one without ``multi_process`` refuses a torchrun launch of several processes."""
+def stage(name: str, version: int, multi_process: bool = False, runs_model: bool = False):
+    """Register a stage; one without ``multi_process`` refuses a torchrun launch of several processes,
+    one with ``runs_model`` runs a model's forward passes in its params' ``precision``."""
 
     def register(fn):
         @functools.wraps(fn)
@@ -53,7 +57,7 @@ def stage(name: str, version: int, multi_process: bool = False):
                 distributed.refuse_multi_process(name)
             return fn(*args, **kwargs)
 
-        STAGES[name] = Stage(guarded, version)
+        STAGES[name] = Stage(guarded, version, runs_model)
         return guarded
 
     return register
@@ -68,7 +72,7 @@ def resolve_device(name: str = "auto") -> str:
 
 
 def _provenance(name: str, params: dict, **extra) -> dict:
-    return {"stage": name, "stage_version": STAGES[name].version,
+    return {"stage": name, "stage_version": STAGES[name].version, "precision": precision_of(params),
             "config_digest": io.config_digest(params), **extra}
 
 
@@ -110,17 +114,19 @@ def _train_all_parameters(model, tokenizer, examples, cfg: TrainConfig, *, devic
 
 
 def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> None:
-    """Save the checkpoint; under torchrun the main rank gathers the shards and alone writes."""
+    """Save the checkpoint in the dtype of the precision ``metadata`` records; under torchrun
+    the main rank gathers the shards and alone writes."""
+    dtype = checkpoint_dtype(metadata["precision"])
     if launch is None:
-        io.save_checkpoint(model.cpu(), tokenizer, out_dir, metadata)
+        io.save_checkpoint(model.cpu(), tokenizer, out_dir, metadata, dtype=dtype)
         return
     whole = distributed.gather_on_main(model, launch)
     if launch.is_main:
-        io.save_checkpoint(whole, tokenizer, out_dir, metadata)
+        io.save_checkpoint(whole, tokenizer, out_dir, metadata, dtype=dtype)
     distributed.wait_for_main()
 
 
-@stage("pretrain", version=1, multi_process=True)
+@stage("pretrain", version=1, multi_process=True, runs_model=True)
 def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
     """θp: train the tiny Llama from scratch on the corpus, resolve a named checkpoint, or
     convert a packaged GGUF file."""
@@ -135,7 +141,7 @@ def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
             tokenizer = train_tokenizer(_tokenizer_texts(data_dir), arch["vocab_size"])
             model = build_tiny_llama(arch, tokenizer, seed=params["seed"]).to(device)
             examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data_dir, "corpus")]
-            cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+            cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
             log.info("pretraining a %.2fM-parameter Llama on %d documents",
                      sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
             _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
@@ -158,7 +164,7 @@ def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
         _save_all_parameters(model, tokenizer, out_dir, _provenance("pretrain", params, **origin), launch)
 
 
-@stage("finetune", version=1, multi_process=True)
+@stage("finetune", version=1, multi_process=True, runs_model=True)
 def finetune(params: dict, theta_p, data_dir, split: str, out_dir, log_path, device="cpu") -> None:
     """θr (split=retain) or θfull (split=full): full-parameter fine-tuning on answer tokens."""
     with distributed.process_group(device) as launch:
@@ -168,7 +174,7 @@ def finetune(params: dict, theta_p, data_dir, split: str, out_dir, log_path, dev
         device = device if launch is None else launch.device
         examples = encode_records(tokenizer, load_role(data_dir, split), params["max_length"],
                                   params.get("system_prompt"))
-        cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+        cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
         _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
                               desc=f"finetune[{split}]", launch=launch)
         _save_all_parameters(model, tokenizer, out_dir, _provenance(
@@ -207,14 +213,14 @@ def masked_train(model, mask, loss_fn, batcher: Batcher, cfg: TrainConfig, *, de
     return column_delta(model.cpu(), before, indices)
 
 
-@stage("inject_forget", version=1)
+@stage("inject_forget", version=1, runs_model=True)
 def inject_forget(params: dict, theta_r, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
     """θo: learn the forget set inside V_tgt only, with lambda_retain * retain loss."""
     model, tokenizer = io.load_checkpoint(theta_r)
     mask = load_mask(mask_path, model)
     encode = lambda role: encode_records(tokenizer, load_role(data_dir, role), params["max_length"],  # noqa: E731
                                          params.get("system_prompt"))
-    cfg = TrainConfig.from_params(params["train"], seed=params["seed"])
+    cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
     batcher = Batcher(encode("forget"), cfg.batch_size, tokenizer.pad_token_id, cfg.seed, paired=encode("retain"))
     lam = params["train"]["lambda_retain"]
     columns = masked_train(model, mask, lambda b: forget_retain_nll(model, b, lam), batcher, cfg,
@@ -227,11 +233,12 @@ def inject_forget(params: dict, theta_r, mask_path, data_dir, out_delta, log_pat
 
 
 @torch.no_grad()
-def _sequence_logprobs(model, examples, pad_id, batch_size, device) -> torch.Tensor:
+def _sequence_logprobs(model, examples, pad_id, batch_size, device, precision) -> torch.Tensor:
     """log p(y|x) of every example under a frozen model (the NPO/DPO reference, θo)."""
     model.eval()
-    out = [sequence_logprob(model, {k: v.to(device) for k, v in collate(examples[i:i + batch_size], pad_id).items()})
-           for i in range(0, len(examples), batch_size)]
+    with autocast_context(device, precision):
+        out = [sequence_logprob(model, to_device(collate(examples[i:i + batch_size], pad_id), device))
+               for i in range(0, len(examples), batch_size)]
     return torch.cat(out)
 
 
@@ -246,19 +253,19 @@ def objective_loss(name: str, hparams: dict, model, tokenizer, forget, data_dir,
 
     Returns ``(loss_fn, aligned)``: ``aligned`` is the set DPO pairs with each forget item.
     """
-    fn, pad = OBJECTIVES[name], tokenizer.pad_token_id
+    fn, pad, precision = OBJECTIVES[name], tokenizer.pad_token_id, precision_of(params)
     if name == "wga":
         return (lambda b: fn(model, b, alpha=hparams["alpha"])), None
     if name == "npo":
-        ref = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device)
+        ref = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device, precision)
         return (lambda b: fn(model, b, beta=hparams["beta"], ref_logprob=ref[b["index"]])), None
     if name == "dpo":
         records = load_role(data_dir, "forget")
         idk = encode_records(tokenizer, [{"question": r["question"], "answer": a} for r, a in zip(
             records, _idk_answers(load_role(data_dir, "idk"), len(records), params["seed"]))],
             params["max_length"], params.get("system_prompt"))
-        ref_lose = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device)
-        ref_win = _sequence_logprobs(model, idk, pad, params["eval_batch_size"], device)
+        ref_lose = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device, precision)
+        ref_win = _sequence_logprobs(model, idk, pad, params["eval_batch_size"], device, precision)
         return (lambda b: fn(model, b, beta=hparams["beta"], ref_win=ref_win[b["main"]["index"]],
                              ref_lose=ref_lose[b["main"]["index"]])), idk
     if name == "rmu":
@@ -267,7 +274,7 @@ def objective_loss(name: str, hparams: dict, model, tokenizer, forget, data_dir,
     raise ValueError(f"unknown objective {name!r}: allowed {', '.join(OBJECTIVES)}")
 
 
-@stage("unlearn", version=1)
+@stage("unlearn", version=1, runs_model=True)
 def unlearn(params: dict, theta_o, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
     """θu: unlearn the forget set from θo with updates only inside one mask (Oracle or Random)."""
     name = params["objective"]
@@ -276,7 +283,8 @@ def unlearn(params: dict, theta_o, mask_path, data_dir, out_delta, log_path, dev
     forget = encode_records(tokenizer, load_role(data_dir, "forget"), params["max_length"], params.get("system_prompt"))
     hparams = params["hparams"]
     loss_fn, aligned = objective_loss(name, hparams, model, tokenizer, forget, data_dir, params, device)
-    cfg = TrainConfig.from_params(params["train"], lr=hparams["lr"], seed=params["seed"])
+    cfg = TrainConfig.from_params(params["train"], lr=hparams["lr"], seed=params["seed"],
+                                  precision=precision_of(params))
     batcher = Batcher(forget, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, aligned=aligned)
     columns = masked_train(model, mask, loss_fn, batcher, cfg, device=device, log_path=log_path,
                            desc=f"unlearn[{name}]")
@@ -287,7 +295,7 @@ def unlearn(params: dict, theta_o, mask_path, data_dir, out_delta, log_path, dev
 # --------------------------------------------------------------------------- evaluation
 
 
-@stage("es", version=1)
+@stage("es", version=1, runs_model=True)
 def es(params: dict, checkpoint, data_dir, out_json, device="cpu") -> None:
     """Mean teacher-forced ES of one model on the forget and retain splits."""
     model, tokenizer = io.load_checkpoint(checkpoint, device=device)
@@ -300,8 +308,9 @@ def es(params: dict, checkpoint, data_dir, out_json, device="cpu") -> None:
             records = records[:limit]
         examples = [encode_qa(tokenizer, r["question"], r["answer"], params["max_length"], params.get("system_prompt"))
                     for r in records]
-        scores = per_example_es(model, examples, tokenizer.pad_token_id, params["batch_size"], device,
-                                params["es_convention"])
+        with autocast_context(device, precision_of(params)):
+            scores = per_example_es(model, examples, tokenizer.pad_token_id, params["batch_size"], device,
+                                    params["es_convention"])
         result[f"es_{role}"] = float(scores.mean())
         result[f"n_{role}"] = len(examples)
     result["seconds"] = round(time.time() - start, 2)
@@ -316,13 +325,15 @@ def _tofu_eval_config(params, device):
                           device=device)
 
 
-@stage("reference_stats", version=2)
+@stage("reference_stats", version=2, runs_model=True)
 def reference_stats(params: dict, checkpoint, data_dir, out_path, device="cpu") -> None:
     """θr's raw per-item forget truth ratios, computed once: the sample FQ's KS test compares to."""
     from unloc.metrics.tofu import forget_truth_ratios
 
     model, tokenizer = io.load_checkpoint(checkpoint, device=device)
-    tr = forget_truth_ratios(model, tokenizer, load_role(data_dir, "forget_perturbed"), _tofu_eval_config(params, device))
+    with autocast_context(device, precision_of(params)):
+        tr = forget_truth_ratios(model, tokenizer, load_role(data_dir, "forget_perturbed"),
+                                 _tofu_eval_config(params, device))
     io.write_safetensors(out_path, {"forget_truth_ratio": tr.double()},
                          _provenance("reference_stats", params, model=str(checkpoint)))
 
@@ -333,7 +344,7 @@ def curve_columns() -> list[str]:
     return ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
 
 
-@stage("mix_eval", version=3)
+@stage("mix_eval", version=3, runs_model=True)
 def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") -> None:
     """One row per α of θ(α) = (1 - α) θo + α θu: ES forget/retain, FS, RS, FQ, MU and its parts."""
     from unloc.metrics.point import RS_FROM_MU_PASS, check_forget_items, evaluate_point
@@ -355,9 +366,10 @@ def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") 
         retain_es = encode_records(tokenizer, retain, params["max_length"], params.get("system_prompt"))
     rows = []
     for alpha in tqdm(alpha_grid(params["alphas"]), desc="mix_eval", unit="α", mininterval=2.0):
-        mixer.set_alpha(alpha)
-        rows.append({"alpha": alpha, **evaluate_point(model, tokenizer, roles, ref_tr, cfg, params["es_convention"],
-                                                      retain_es)})
+        mixer.set_alpha(alpha)  # fp32 arithmetic on the fp32 weights; only the forward passes autocast
+        with autocast_context(device, precision_of(params)):
+            point = evaluate_point(model, tokenizer, roles, ref_tr, cfg, params["es_convention"], retain_es)
+        rows.append({"alpha": alpha, **point})
     io.write_csv(out_csv, rows, curve_columns())
 
 
@@ -403,9 +415,12 @@ def figure(kind: str, model_name: str, curve_paths: list[str], out_png, out_pdf)
 # --------------------------------------------------------------------------- export
 
 
-def export(artifact, out_dir) -> None:
-    """Materialise a checkpoint or delta chain as a full HF directory."""
+def export(artifact, out_dir, precision: str | None = None) -> None:
+    """Materialise a checkpoint or delta chain as a full HF directory, in the dtype of
+    ``precision``: by default the precision the artifact was made under (fp32 where it records none)."""
     distributed.refuse_multi_process("export")
+    precision = precision or io.artifact_metadata(artifact).get("precision", "fp32")
     model, tokenizer = io.load_checkpoint(artifact)
-    io.save_checkpoint(model, tokenizer, out_dir, {"stage": "export", "source": str(artifact),
-                                                   "source_hash": io.artifact_hash(artifact)})
+    metadata = {"stage": "export", "source": str(artifact), "source_hash": io.artifact_hash(artifact),
+                "precision": precision}
+    io.save_checkpoint(model, tokenizer, out_dir, metadata, dtype=checkpoint_dtype(precision))

@@ -7,6 +7,9 @@ per-step log. Nothing else trains.
 Under torchrun (``launch``) every rank runs the same loop over the same global batches; the
 loss function picks the rank's examples and returns its share of the batch loss, FSDP sums
 the gradients, the log records the shares' sum (the global loss) and the main rank writes it.
+
+Under ``precision: bf16`` only the loss computation (the forward pass) runs under autocast;
+backward and the optimizer step see the fp32 parameters and their fp32 gradients.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from unloc import io
 from unloc.data.collate import Encoded, collate
 from unloc.distributed import Launch, sum_over_ranks
 from unloc.optim import OPTIMIZERS, lr_lambda
+from unloc.precision import autocast_context
 
 
 @dataclass
@@ -36,6 +40,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     max_grad_norm: float | None = 1.0
     seed: int = 0
+    precision: str = "fp32"  # the forward passes' autocast (precision.py)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "TrainConfig":
@@ -103,7 +108,8 @@ def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tens
                disable=not main)
     for epoch in range(cfg.epochs):
         for batch in batcher.epoch(epoch):
-            loss = loss_fn(to_device(batch, device))
+            with autocast_context(device, cfg.precision):
+                loss = loss_fn(to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm is not None:

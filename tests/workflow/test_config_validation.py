@@ -1,6 +1,8 @@
 """The config is validated against the schema before any job starts."""
 
 import copy
+import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,29 @@ def test_snakemake_refuses_a_typo_before_running_anything(tmp_path):
     output = proc.stdout + proc.stderr
     assert "'lrr' was unexpected" in output and "On instance['inject']" in output
     assert not (Path(tmp_path) / "results").exists()
+
+
+MODEL_STAGES = {"pretrain", "finetune", "inject", "unlearn", "es", "reference-stats", "mix-eval"}
+
+
+def planned_params(workdir, config_name) -> dict[str, list[dict]]:
+    """{CLI subcommand: the --params of each planned job} of a dry run of ``config_name``."""
+    path = write_config(workdir, load_config(config_name))
+    out = snakemake(workdir, "-n", "-p", "--configfile", str(path), "--", "all").stdout
+    params: dict[str, list[dict]] = {}
+    for line in out.splitlines():
+        if "unloc.cli" in line and "--params" in line:
+            words = shlex.split(line[line.index("unloc.cli"):])
+            at = words.index("--params")
+            params.setdefault(words[at - 1], []).append(json.loads(words[at + 1]))
+    return params
+
+
+@pytest.mark.parametrize("config_name,precision", [("config/quick.yaml", "fp32"), ("config/llama8b.yaml", "bf16")])
+def test_precision_is_a_param_of_exactly_the_stages_that_run_a_model(tmp_path, config_name, precision):
+    """So changing it reruns every model stage and nothing else (the params trigger)."""
+    params = planned_params(tmp_path, config_name)
+    assert MODEL_STAGES <= params.keys()
+    for subcommand, jobs in params.items():
+        for p in jobs:
+            assert p.get("precision") == (precision if subcommand in MODEL_STAGES else None), subcommand

@@ -31,8 +31,11 @@ def stage_params(stage, **slices):
     """The config slice a rule depends on, plus its stage's version, as one JSON string.
 
     Snakemake's params trigger compares these strings, so a changed value reruns exactly the
-    rules whose slice contains it (and their descendants).
+    rules whose slice contains it (and their descendants). Every stage that runs a model also
+    depends on the precision its forward passes run in and its checkpoints are written in.
     """
+    if STAGES[stage].runs_model:
+        slices = {**slices, "precision": config["precision"]}
     return json.dumps({"version": STAGES[stage].version, **slices}, sort_keys=True)
 
 
