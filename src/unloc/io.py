@@ -35,7 +35,7 @@ from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 CHECKPOINT_META = "unloc.json"
 DELTA_FORMAT = "unloc-delta/1"
@@ -171,9 +171,25 @@ def artifact_hash(path: str | os.PathLike) -> str:
 
 
 def write_safetensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write tensors and metadata atomically, as the same bytes for the same content."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = canonical_safetensors(safetensors_bytes(tensors, metadata={k: str(v) for k, v in metadata.items()}))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        Path(tmp).write_bytes(data)
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with the keys of its JSON header sorted.
+
+    The library writes the metadata from a hash map whose order differs from process to
+    process, so the same content would give different bytes, and a child artifact that pins
+    its parent by file hash would record a different hash on every rerun. Tensor offsets are
+    relative to the data section, so reordering the header moves no tensor.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
 def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

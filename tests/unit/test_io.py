@@ -112,3 +112,27 @@ def test_export_materialises_a_delta_as_a_plain_hf_directory(tmp_path):
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
     for (k, a), b in zip(model.state_dict().items(), exported.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+
+
+WRITE_IN_A_NEW_PROCESS = """
+import sys, torch
+from unloc import io
+tensors = {"b.delta": torch.arange(6.0).reshape(2, 3), "a.columns": torch.tensor([3, 1])}
+io.write_safetensors(sys.argv[1], tensors, {f"key{i}": f"value{i}" for i in range(12)})
+"""
+
+
+def test_same_content_gives_the_same_bytes_in_every_process(tmp_path):
+    """The library orders metadata keys differently per process; a parent's file hash must not."""
+    import subprocess
+    import sys
+
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", WRITE_IN_A_NEW_PROCESS, str(path)], check=True)
+    assert len({io.file_sha256(p) for p in paths}) == 1
+    tensors, metadata = io.read_safetensors(paths[0])
+    assert torch.equal(tensors["b.delta"], torch.arange(6.0).reshape(2, 3))
+    assert torch.equal(tensors["a.columns"], torch.tensor([3, 1]))
+    assert metadata == {f"key{i}": f"value{i}" for i in range(12)}
+    assert int.from_bytes(paths[0].read_bytes()[:8], "little") % 8 == 0
