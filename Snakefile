@@ -20,6 +20,7 @@ include: "workflow/rules/masks.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:
