@@ -73,3 +73,13 @@ def test_every_stage_rule_declares_the_conda_environment():
         text = path.read_text()
         rules = re.findall(r"^rule (\w+):", text, re.M)
         assert text.count("conda:\n        CONDA_ENV") == len(rules), path.name
+
+
+def test_smollm2_jobs_each_fit_one_gpu_and_the_conversion_needs_none(tmp_path):
+    """The real small tier: every training and evaluation job on one GPU, no torchrun."""
+    jobs = dry_run_jobs(tmp_path, "config/smollm2-tofu.yaml")
+    assert "gpu=0" in jobs["pretrain"][0]
+    for rule in ("finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+        assert "gpu=1" in jobs[rule][0], rule
+        assert jobs[rule][1].startswith("python -m unloc.cli "), rule
+    assert '"source": "gguf"' in jobs["pretrain"][1] and '"precision": "bf16"' in jobs["pretrain"][1]
