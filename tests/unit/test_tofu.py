@@ -16,9 +16,9 @@ needs_tofu = pytest.mark.skipif(not (TOFU_DIR / "full.json").is_file(),
                                 reason=f"no local TOFU copy at {TOFU_DIR}")
 
 
-def params(forget_split="forget10", path=TOFU_DIR) -> dict:
+def params(forget_split="forget10", path=TOFU_DIR, **cuts) -> dict:
     return {"name": "tofu", "source": "tofu", "forget_split": forget_split,
-            "tofu": {"path": None if path is None else str(path), "hub_name": "locuslab/TOFU"}}
+            "tofu": {"path": None if path is None else str(path), "hub_name": "locuslab/TOFU", **cuts}}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,49 @@ def test_forget01_from_the_local_copy():
     data = build_dataset(params("forget01"))
     assert len(data["forget"]) == 40 and len(data["retain"]) == 3960
     assert data["forget"] == data["full"][-40:]
+
+
+@needs_tofu
+def test_retain_items_keeps_whole_authors_and_their_probes():
+    cut = build_dataset(params("forget01", retain_items=100))
+    whole = build_dataset(params("forget01"))
+    assert cut["retain"] == whole["retain"][:100]
+    assert cut["full"] == whole["retain"][:100] + whole["forget"]
+    kept = {r["question"] for r in cut["retain"]}
+    assert cut["retain_perturbed"] == [r for r in whole["retain_perturbed"] if r["question"] in kept]
+    assert len(cut["retain_perturbed"]) == 100  # TOFU's retain_perturbed holds all 20 items of authors 0-4
+    for role in ("forget", "forget_perturbed", "real_authors_perturbed", "world_facts_perturbed", "idk"):
+        assert cut[role] == whole[role]
+    assert len(cut["corpus"]) == 100 + 100 + 117
+
+
+@needs_tofu
+def test_utility_items_spreads_over_each_probe_split(data):
+    cut = build_dataset(params(utility_items=10))
+    for role in tofu.UTILITY_ROLES:
+        n = len(data[role])
+        assert cut[role] == [data[role][i * n // 10] for i in range(10)]
+    assert cut["real_authors_perturbed"][1] == data["real_authors_perturbed"][10]
+    assert cut["world_facts_perturbed"][-1] == data["world_facts_perturbed"][105]
+    for role in ("full", "forget", "retain", "forget_perturbed"):
+        assert cut[role] == data[role]
+    assert build_dataset(params(utility_items=1000))["world_facts_perturbed"] == data["world_facts_perturbed"]
+
+
+def test_evenly_spaced_known_cases():
+    items = [{"i": i} for i in range(10)]
+    assert [r["i"] for r in tofu.evenly_spaced(items, 4)] == [0, 2, 5, 7]
+    assert [r["i"] for r in tofu.evenly_spaced(items, 1)] == [0]
+    assert tofu.evenly_spaced(items, 10) == items
+
+
+def test_retain_items_that_keep_no_probe_say_so():
+    def qa(q):
+        return {"question": q, "answer": "a"}
+    roles = {"retain": [qa("r1"), qa("r2")], "forget": [qa("f")], "full": [qa("r1"), qa("r2"), qa("f")],
+             "retain_perturbed": [qa("r2")]}
+    with pytest.raises(ValueError, match="retain_items = 1 keeps no item of retain_perturbed"):
+        tofu.subsample(roles, retain_items=1, utility_items=None)
 
 
 def test_missing_folder_names_it(tmp_path):

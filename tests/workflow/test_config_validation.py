@@ -29,6 +29,10 @@ def test_every_shipped_config_is_valid(name):
     (lambda c: c["eval"].update(es_convention="mine"), "['eval']['es_convention']",
      "'mine' is not one of ['paper', 'open_unlearning']"),
     (lambda c: c["pretrain"].update(lambda_retain=2), "pretrain", "'lambda_retain' was unexpected"),
+    (lambda c: c["data"]["tofu"].update(retain_items="first5"), "['data']['tofu']['retain_items']",
+     "'first5' is not of type 'integer', 'null'"),
+    (lambda c: c["data"]["tofu"].update(utility_items=0), "['data']['tofu']['utility_items']",
+     "0 is less than the minimum of 1"),
 ])
 def test_bad_values_fail_naming_the_key(mutate, key, message):
     config = load_config()

@@ -17,6 +17,17 @@ Roles for ``forget_split = forgetNN``: ``forget`` = ``forgetNN``, ``retain`` =
 ``retain_perturbed``, ``real_authors_perturbed``, ``world_facts_perturbed`` as named;
 ``idk`` = the lines of ``idontknow.jsonl`` (plain text, one refusal per line).
 
+Two options cut the benchmark down for a CPU run (both null = TOFU as published):
+
+* ``retain_items: N`` keeps the first N retain items (TOFU lists them author by author, 20
+  each, so N = 100 is the first five retain authors); ``full`` keeps the kept retain items and
+  the forget items, and ``retain_perturbed`` keeps only items of the kept retain set, so MU's
+  retain probes stay knowledge that θr was fine-tuned on.
+* ``utility_items: N`` keeps N items of each utility split (``retain_perturbed``,
+  ``real_authors_perturbed``, ``world_facts_perturbed``), evenly spaced over the split so
+  every part of it stays represented. The forget roles are never cut: FQ compares their
+  truth ratios item for item.
+
 ``corpus`` (used only when a tiny model is pretrained on TOFU itself): the retain QA and
 the real-author and world-fact QA, each as ``"Question: ...\\nAnswer: ..."``, the prompt
 format of the tiny models. It never holds a forget item, so the forget set stays unseen
@@ -32,6 +43,7 @@ from typing import Callable
 from unloc.io import ArtifactError, read_jsonl
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
+UTILITY_ROLES = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 IDK_FILE = "idontknow.jsonl"
 QA_FORMAT = "Question: {question}\nAnswer: {answer}"
 
@@ -110,6 +122,29 @@ def qa_corpus(*record_lists: list[dict]) -> list[dict]:
             for records in record_lists for r in records]
 
 
+def evenly_spaced(records: list[dict], n: int) -> list[dict]:
+    """``n`` records spread evenly over ``records``, in their order (all of them when n >= len)."""
+    if n >= len(records):
+        return list(records)
+    return [records[i * len(records) // n] for i in range(n)]
+
+
+def subsample(roles: dict[str, list[dict]], retain_items: int | None, utility_items: int | None) -> None:
+    """Cut ``roles`` in place as ``data.tofu.retain_items`` / ``utility_items`` say (module docstring)."""
+    if retain_items is not None:
+        roles["retain"] = roles["retain"][:retain_items]
+        kept = {r["question"] for r in roles["retain"]} | {r["question"] for r in roles["forget"]}
+        roles["full"] = [r for r in roles["full"] if r["question"] in kept]
+        roles["retain_perturbed"] = [r for r in roles["retain_perturbed"] if r["question"] in kept]
+        if not roles["retain_perturbed"]:
+            raise ValueError(f"data.tofu.retain_items = {retain_items} keeps no item of retain_perturbed "
+                             "(TOFU's retain_perturbed holds items of the first 20 retain authors, 20 each): "
+                             "keep at least the first 20 retain items")
+    if utility_items is not None:
+        for role in UTILITY_ROLES:
+            roles[role] = evenly_spaced(roles[role], utility_items)
+
+
 def build(params: dict) -> dict[str, list[dict]]:
     """Every dataset role from TOFU's configs (see the module docstring for the mapping)."""
     names = config_names(params["forget_split"])
@@ -119,6 +154,7 @@ def build(params: dict) -> dict[str, list[dict]]:
     else:
         config, idk = _hub_source(tofu.get("hub_name") or "locuslab/TOFU")
     roles = {role: config(name) for role, name in names.items()}
+    subsample(roles, tofu.get("retain_items"), tofu.get("utility_items"))
     roles["idk"] = [{"answer": line} for line in idk()]
     roles["corpus"] = qa_corpus(roles["retain"], roles["real_authors_perturbed"], roles["world_facts_perturbed"])
     return roles
