@@ -30,9 +30,13 @@ RESOURCES = {
 
 
 def job_resources(stage):
-    """The resource dict of ``stage`` at this config's size class."""
+    """The resource dict of ``stage`` at this config's size class; a config pinned to
+    ``device: cpu`` (config/smollm2-tofu-cpu.yaml) asks for no GPU whatever its size class."""
     table = RESOURCES[config["model"]["size_class"]]
-    return dict(table.get(stage, table["default"]))
+    resources = dict(table.get(stage, table["default"]))
+    if config["device"] == "cpu":
+        resources["gpu"] = 0
+    return resources
 
 
 def threads_of(stage):
