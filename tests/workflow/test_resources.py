@@ -1,10 +1,11 @@
 """What each job asks a scheduler for follows the config's model.size_class (dry runs only)."""
 
 import re
+from collections import Counter
 
 import pytest
 
-from helpers import REPO, load_config, snakemake, write_config
+from helpers import REPO, load_config, planned_jobs, snakemake, write_config
 
 
 def dry_run_jobs(workdir, config_name):
@@ -83,3 +84,16 @@ def test_smollm2_jobs_each_fit_one_gpu_and_the_conversion_needs_none(tmp_path):
         assert "gpu=1" in jobs[rule][0], rule
         assert jobs[rule][1].startswith("python -m unloc.cli "), rule
     assert '"source": "gguf"' in jobs["pretrain"][1] and '"precision": "bf16"' in jobs["pretrain"][1]
+
+
+def test_smollm2_cpu_config_asks_for_no_gpu_and_cuts_only_what_it_says(tmp_path):
+    """device: cpu overrides the size class's GPUs; one objective, two seeds: 4 runs, 4 sweeps."""
+    jobs = dry_run_jobs(tmp_path, "config/smollm2-tofu-cpu.yaml")
+    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+        assert "gpu=0" in jobs[rule][0], rule
+        assert jobs[rule][1].startswith("python -m unloc.cli --device cpu "), rule
+    assert '"retain_items": 100' in jobs["prepare_data"][1] and '"utility_items": 20' in jobs["prepare_data"][1]
+    planned = planned_jobs(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--", "all")
+    counts = Counter(job.split("[")[0] for job in planned)
+    assert {rule: counts[rule] for rule in ("inject_forget", "unlearn", "mix_eval")} == {
+        "inject_forget": 2, "unlearn": 4, "mix_eval": 4}
