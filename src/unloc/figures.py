@@ -38,7 +38,10 @@ def plot_curves(curve_paths: list[str], kind: str, model: str, out_png, out_pdf)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(y_label)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"{model}: {'FS–RS' if kind == 'fs_rs' else 'MU–FQ'} curves by model mixing (all seeds)", fontsize=10)
+    # a one- or two-panel figure is too narrow for the title on one line
+    sep = ": " if len(objectives) > 2 else "\n"
+    fig.suptitle(f"{model}{sep}{'FS–RS' if kind == 'fs_rs' else 'MU–FQ'} curves by model mixing (all seeds)",
+                 fontsize=10)
     fig.tight_layout()
     for path in (out_png, out_pdf):
         with io.atomic_path(path) as tmp:
