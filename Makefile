@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Rules call the `unloc` CLI, so the venv's bin comes first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup reproduce test test-fast report clean-results
+.PHONY: setup lint reproduce test test-fast report clean-results
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,12 @@ reproduce: setup
 	@echo "== results/tiny/sanity.csv"; cat results/tiny/sanity.csv
 	@echo "== results/tables/table2.md"; cat results/tables/table2.md
 
-test: setup
+# Lint first (seconds): ruff over the Python code, snakemake --lint over the workflow; both fail on any finding.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint
+
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: setup

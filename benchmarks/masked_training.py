@@ -1,7 +1,7 @@
 """Efficient masked training vs the naive full-parameter masked reference.
 
 Both train the same tiny Llama on the same batches with AdamW restricted to a 10% value-vector
-mask (DESIGN §5). The naive reference (``optim.NaiveMaskedAdamW``) keeps every parameter in the
+mask (DESIGN §5). The naive reference (``optim.NaiveMaskedOptimizer``) keeps every parameter in the
 optimizer and zeroes the gradient outside the mask (then restores the entries weight decay
 moved); the efficient form trains a gathered copy of the masked columns only. Prints per-step time and optimizer-state
 bytes of each, and their ratios, all measured in this run.
@@ -18,10 +18,10 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from unloc.masks import target_mask
-from unloc.models import attach_masked_columns, detach_masked_columns
-from unloc.objectives import answer_nll
-from unloc.optim import NaiveMaskedAdamW, adamw
+from unloc.localizers import oracle_mask
+from unloc.models import attach_masked, detach_masked
+from unloc.optim import NaiveMaskedOptimizer, adamw
+from unloc.scoring import answer_nll
 
 
 def make_model(args):
@@ -43,7 +43,7 @@ def state_bytes(opt) -> int:
 
 
 def naive_step_fn(model, mask):
-    opt = NaiveMaskedAdamW(model, mask.layers, 1e-3, 0.01)
+    opt = NaiveMaskedOptimizer(model, mask, 1e-3, 0.01)
 
     def step(b):
         opt.zero_grad()
@@ -54,7 +54,7 @@ def naive_step_fn(model, mask):
 
 
 def efficient_step_fn(model, mask):
-    opt = adamw(attach_masked_columns(model, mask.indices()), 1e-3, 0.01)
+    opt = adamw(attach_masked(model, mask.granularity, mask.indices()), 1e-3, 0.01)
 
     def step(b):
         opt.zero_grad()
@@ -87,18 +87,19 @@ def main():
     args = p.parse_args()
 
     base = make_model(args)
-    mask = target_mask(args.layers, args.ff, args.ratio, seed=7)
+    mask = oracle_mask(args.layers, args.ff, args.ratio, seed=7)
     naive_model, eff_model = copy.deepcopy(base).train(), copy.deepcopy(base).train()
     naive_step, naive_opt = naive_step_fn(naive_model, mask)
     eff_step, eff_opt = efficient_step_fn(eff_model, mask)
     t_naive, t_eff = timed(naive_step, args), timed(eff_step, args)
     b_naive, b_eff = state_bytes(naive_opt), state_bytes(eff_opt)
-    detach_masked_columns(eff_model)
+    detach_masked(eff_model)
     same = all(torch.equal(a, b) for a, b in zip(naive_model.state_dict().values(), eff_model.state_dict().values()))
 
     n_params = sum(p.numel() for p in base.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, {args.layers} layers x {args.ff} value vectors, "
-          f"mask {mask.count()} vectors ({args.ratio:.0%}), batch {args.batch} x {args.seq} tokens, torch threads {torch.get_num_threads()}")
+          f"mask {mask.count()} vectors ({args.ratio:.0%}), batch {args.batch} x {args.seq} tokens, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"{'':10s} {'s/step':>10s} {'optimizer state':>16s}")
     print(f"{'naive':10s} {t_naive:10.4f} {b_naive / 2**20:13.2f} MiB")
     print(f"{'efficient':10s} {t_eff:10.4f} {b_eff / 2**20:13.2f} MiB")

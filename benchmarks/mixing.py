@@ -1,6 +1,6 @@
 """Sparse model mixing vs full state-dict interpolation, over one α sweep.
 
-θ(α) = (1 - α) θo + α θu. ``ColumnMixer`` rewrites only the masked value vectors of θo in place
+θ(α) = (1 - α) θo + α θu. ``DeltaMixer`` rewrites only the masked value vectors of θo in place
 (θu - θo is zero elsewhere); the baseline interpolates every tensor of two full state dicts and
 loads the result. Both produce the same weights (checked); prints the time per switch of each and
 their ratio, measured in this run.
@@ -18,9 +18,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from unloc.io import Delta
-from unloc.masks import target_mask
-from unloc.mixing import ColumnMixer, alpha_grid, interpolate_state_dicts
-from unloc.models import column_delta, down_proj, gather_columns
+from unloc.localizers import oracle_mask
+from unloc.mixing import DeltaMixer, alpha_grid, interpolate_state_dicts
+from unloc.models import down_proj, entry_delta, gather_entries
 
 
 def main():
@@ -37,13 +37,13 @@ def main():
     cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.ff,
                       num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=8)
     theta_o = LlamaForCausalLM(cfg).eval()
-    indices = target_mask(args.layers, args.ff, args.ratio, seed=7).indices()
+    indices = oracle_mask(args.layers, args.ff, args.ratio, seed=7).indices()
     theta_u = copy.deepcopy(theta_o)
-    before = gather_columns(theta_o, indices)
+    before = gather_entries(theta_o, "columns", indices)
     with torch.no_grad():
         for layer, idx in indices.items():
             down_proj(theta_u, layer).weight[:, idx] += 0.01 * torch.randn(args.hidden, len(idx))
-    delta = Delta(column_delta(theta_u, before, indices), parent=None)
+    delta = Delta(entry_delta(theta_u, before, "columns", indices), parent=None)
     state_o, state_u = theta_o.state_dict(), theta_u.state_dict()
     state_o = {k: v.clone() for k, v in state_o.items()}
     alphas = alpha_grid(args.alphas)
@@ -55,7 +55,7 @@ def main():
     t_full = (time.perf_counter() - start) / len(alphas)
 
     sparse_model = copy.deepcopy(theta_o)
-    mixer = ColumnMixer(sparse_model, delta)
+    mixer = DeltaMixer(sparse_model, delta)
     start = time.perf_counter()
     for a in alphas:
         mixer.set_alpha(a)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoConfig, LlamaConfig, Olmo2Config
+from transformers import LlamaConfig, Olmo2Config
 
 ARCHITECTURES = {
     # the published configs of the paper's two models (hub config.json values)
@@ -120,7 +120,8 @@ def main():
     column = arch.hidden_size * 4  # one value vector in fp32: deltas are fp32 whatever the precision
     delta = cfg["masks"]["ratio"] * d_ff * layers * column
     print(f"\ndisk: a full bf16 checkpoint {full / 1e9:.1f} GB; a {cfg['masks']['ratio']:.0%} value-vector delta "
-          f"{delta / 1e6:.0f} MB ({cfg['masks']['ratio']:.0%} x {d_ff} x {layers} columns x {arch.hidden_size} x 4 B, fp32)")
+          f"{delta / 1e6:.0f} MB ({cfg['masks']['ratio']:.0%} x {d_ff} x {layers} columns x {arch.hidden_size} "
+          "x 4 B, fp32)")
     checkpoints = 2 + seeds + runs  # θp, θr, θo per seed, θu per run
     print(f"{checkpoints} checkpoints (θp, θr, {seeds} θo, {runs} θu): {checkpoints * full / 1e9:.0f} GB as full "
           f"checkpoints, {(2 * full + (seeds + runs) * delta) / 1e9:.1f} GB with sparse deltas")

@@ -6,33 +6,36 @@ nothing: it prints one line per epoch. Runs on the artifacts of a pipeline run, 
 
   R=results/smollm2-tofu-cpu D=results/data/tofu-forget01-cpu
   python scripts/es_by_epoch.py finetune --model $R/theta_p --data $D --lr 1e-4 --epochs 4
-  python scripts/es_by_epoch.py inject --model $R/theta_r --mask $R/masks/s7/target.safetensors \\
+  python scripts/es_by_epoch.py inject --model $R/theta_r --mask $R/masks/oracle/s7/mask.safetensors \\
       --data $D --lr 1e-2 --epochs 8 --batch-size 4
   python scripts/es_by_epoch.py npo --model $R/theta_o/s7/delta.safetensors \\
-      --mask $R/masks/s7/target.safetensors --data $D --lr 3e-3 --epochs 5 --forget-only
+      --mask $R/masks/oracle/s7/mask.safetensors --data $D --lr 3e-3 --epochs 5 --forget-only
 
 Everything but the LR, epochs and batch size (the schedule, weight decay, λ_retain, β, RMU's
-layer) comes from ``--config`` merged over ``config.yaml``, as the workflow merges it. Run it
-from the repository root.
+layer, an objective's regularizer) comes from ``--config`` merged over ``config.yaml``, as the
+workflow merges it, and checked as the workflow checks it (defaults filled in). Run it from the
+repository root.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
-import yaml
 
-from unloc import io
+from unloc.checkpoints import load_checkpoint
+from unloc.config import check_config, load_config
 from unloc.data import load_role
 from unloc.data.collate import encode_records
 from unloc.masks import load_mask
 from unloc.metrics.es import per_example_es
-from unloc.models import attach_masked_columns
-from unloc.objectives import OBJECTIVES, answer_nll, forget_retain_nll
-from unloc.stages import objective_loss
-from unloc.train import Batcher, TrainConfig, train
+from unloc.models import attach_masked
+from unloc.objectives import OBJECTIVES, forget_retain_nll
+from unloc.scoring import answer_nll
+from unloc.stages import UnlearnParams, prepare_unlearning
+from unloc.train import Batcher, train
 
 
 def parse_args(argv=None):
@@ -51,21 +54,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def merged(base: dict, override: dict) -> dict:
-    """``override`` merged key by key over ``base``, as Snakemake merges --configfile over config.yaml."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 def main(argv=None) -> None:
     a = parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    config = merged(yaml.safe_load(open("config.yaml")), yaml.safe_load(open(a.config)))
+    config = load_config(a.config)
+    experiment = check_config(config)  # every training section with its defaults filled in
     run = {"max_length": config["model"]["max_length"], "system_prompt": config["model"]["system_prompt"]}
-    model, tokenizer = io.load_checkpoint(a.model)
+    seed = config["seed"]
+    model, tokenizer = load_checkpoint(a.model)
     forget, retain = (encode_records(tokenizer, load_role(a.data, role), run["max_length"], run["system_prompt"])
                       for role in ("forget", "retain"))
     pad = tokenizer.pad_token_id
@@ -81,21 +78,30 @@ def main(argv=None) -> None:
 
     if a.stage != "finetune" and a.mask is None:
         raise SystemExit(f"{a.stage} trains inside a mask: give --mask")
+    # the stage's schedule, weight decay and clipping; LR, epochs and batch size from the command line
+    override = {"lr": a.lr, "epochs": a.epochs, "batch_size": a.batch_size}
     if a.stage == "finetune":
-        params, batcher = list(model.parameters()), Batcher(retain, a.batch_size, pad, config["seed"])
-        loss_fn = lambda b: answer_nll(model, b)  # noqa: E731
+        cfg = dataclasses.replace(experiment.train["finetune_retain"], **override)
+        params, batcher = list(model.parameters()), Batcher(retain, a.batch_size, pad, seed)
+        loss_fn = lambda b: answer_nll(model, b["main"])  # noqa: E731
     elif a.stage == "inject":
-        params = attach_masked_columns(model, load_mask(a.mask, model).indices())
-        batcher = Batcher(forget, a.batch_size, pad, config["seed"], paired=retain)
-        lam = config["inject"]["lambda_retain"]
-        loss_fn = lambda b: forget_retain_nll(model, b, lam)  # noqa: E731
+        cfg = dataclasses.replace(experiment.inject, **override)
+        mask = load_mask(a.mask, model)
+        params = attach_masked(model, mask.granularity, mask.indices())
+        batcher = Batcher(forget, a.batch_size, pad, seed, main="forget", paired={"retain": retain})
+        lam = cfg.lambda_retain
+        loss_fn = lambda b: forget_retain_nll(model, b["forget"], b["retain"], lam)  # noqa: E731
     else:
-        hparams = {**config["unlearn"][a.stage], "lr": a.lr}
-        stage_params = {**run, "seed": config["seed"], "eval_batch_size": config["unlearn"]["eval_batch_size"],
-                        "precision": "fp32"}
-        loss_fn, aligned = objective_loss(a.stage, hparams, model, tokenizer, forget, a.data, stage_params, "cpu")
-        params = attach_masked_columns(model, load_mask(a.mask, model).indices())
-        batcher = Batcher(forget, a.batch_size, pad, config["seed"], aligned=aligned)
+        block = {**(config["unlearn"].get(a.stage) or {}), "lr": a.lr}
+        train_settings = dataclasses.replace(experiment.unlearn_train, epochs=a.epochs, batch_size=a.batch_size)
+        unlearn_params = UnlearnParams(objective=a.stage, block=block, train=train_settings,
+                                       eval_batch_size=config["unlearn"]["eval_batch_size"], seed=seed, **run)
+        # set up as the unlearn stage sets it up, before the mask is attached: NPO's and DPO's
+        # references are the model as loaded
+        unlearning = prepare_unlearning(unlearn_params, model, tokenizer, a.data)
+        loss_fn, batcher, cfg = unlearning.loss_fn, unlearning.batcher, unlearning.train
+        mask = load_mask(a.mask, model)
+        params = attach_masked(model, mask.granularity, mask.indices())
 
     start = time.time()
     print(f"epoch 0: {es()}", flush=True)
@@ -104,11 +110,8 @@ def main(argv=None) -> None:
         if step % len(batcher) == 0:
             print(f"epoch {step // len(batcher)}: {es()}  ({time.time() - start:.0f} s)", flush=True)
 
-    # the stage's schedule, weight decay and clipping; LR, epochs and batch size from the command line
-    section = {"finetune": config["finetune_retain"], "inject": config["inject"]}.get(a.stage, config["unlearn"]["train"])
-    cfg = TrainConfig.from_params(section, lr=a.lr, epochs=a.epochs, batch_size=a.batch_size, seed=config["seed"])
     model.train()
-    train(params, loss_fn, batcher, cfg, on_step=on_step)
+    train(params, loss_fn, batcher, cfg, seed=seed, on_step=on_step)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from unloc.data.collate import IGNORE
-from unloc.objectives import batch_token_logprobs
+from unloc.scoring import batch_token_logprobs
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,15 @@ Three kinds of artifact leave a stage:
   ``model.safetensors``, tokenizer files) plus ``unloc.json`` with its provenance and the
   content hash of its weights;
 * a **sparse delta**: one safetensors file holding, per layer, the indices of the changed
-  value vectors (columns of ``mlp.down_proj.weight``) and the new-minus-parent values; its
-  metadata names the parent artifact (path relative to the delta, content hash), the stage,
-  the config digest and the stage version;
-* a **mask**: one safetensors file of boolean tensors with its metadata.
+  entries of ``mlp.down_proj.weight`` (value-vector columns, output rows or single elements)
+  and the new-minus-parent values; its metadata names the parent artifact (path relative to
+  the delta, content hash), the stage, the config digest and the stage version;
+* a **mask**: one safetensors file of boolean tensors (one per layer) with its granularity
+  and metadata.
 
-Full checkpoints are written in the dtype the stage asks for (bf16 under ``precision: bf16``),
-deltas always in fp32, so that θr + δ rebuilds θo to fp32 rounding whatever θr's dtype;
-every checkpoint loads as an fp32 model (the master weights training needs).
+Full checkpoints (checkpoints.py writes them with ``save_pretrained``) are written in the
+dtype the stage asks for (bf16 under ``precision: bf16``), deltas always in fp32, so that
+θr + δ rebuilds θo to fp32 rounding whatever θr's dtype.
 
 Every write is atomic: the bytes go to a temporary sibling that is renamed into place only
 once complete, so an interrupted job never leaves a half file that Snakemake would trust.
@@ -29,17 +30,17 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 CHECKPOINT_META = "unloc.json"
-DELTA_FORMAT = "unloc-delta/1"
-MASK_FORMAT = "unloc-mask/1"
+DELTA_FORMAT = "unloc-delta/2"
+MASK_FORMAT = "unloc-mask/2"
 
 
 class ArtifactError(RuntimeError):
@@ -199,7 +200,7 @@ def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{path}: corrupt or truncated safetensors file ({e})") from e
     return tensors, metadata
@@ -212,54 +213,100 @@ def _expect_format(path, metadata: dict[str, str], fmt: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------- masks
+# --------------------------------------------------------------------------- masks and deltas
+#
+# Both are per decoder layer and address entries of ``mlp.down_proj.weight`` [d_model, d_ff]
+# at one of three granularities: value-vector ``columns`` (seeds/000), output ``rows``
+# (SIMU's neurons), single ``elements`` (WAGLE per weight, WME).
+
+GRANULARITIES = ("columns", "rows", "elements")
+MASK_DIMS = {"columns": 1, "rows": 1, "elements": 2}
 
 
-def save_mask(path, layers: dict[int, torch.Tensor], metadata: dict) -> None:
-    """Per layer a boolean tensor: shape [d_ff] (value vectors) or [d_model, d_ff] (weights)."""
-    tensors = {f"layers.{l}.down_proj": m.to(torch.bool) for l, m in layers.items()}
-    write_safetensors(path, tensors, {**metadata, "format": MASK_FORMAT})
+def check_granularity(granularity: str, where: str) -> str:
+    if granularity not in GRANULARITIES:
+        raise ArtifactError(f"{where}: unknown granularity {granularity!r} (allowed: {', '.join(GRANULARITIES)})")
+    return granularity
 
 
-def load_mask(path) -> tuple[dict[int, torch.Tensor], dict[str, str]]:
+def save_mask(path, layers: dict[int, torch.Tensor], granularity: str, metadata: dict) -> None:
+    """Per layer a boolean tensor: [d_ff] (columns), [d_model] (rows) or [d_model, d_ff] (elements)."""
+    check_granularity(granularity, str(path))
+    for layer, m in layers.items():
+        if m.dtype != torch.bool or m.dim() != MASK_DIMS[granularity]:
+            raise ValueError(f"{path}: layer {layer}: a {granularity} mask is a {MASK_DIMS[granularity]}-D bool "
+                             f"tensor, got {m.dim()}-D {m.dtype}")
+    tensors = {f"layers.{layer}.down_proj": m for layer, m in layers.items()}
+    write_safetensors(path, tensors, {**metadata, "granularity": granularity, "format": MASK_FORMAT})
+
+
+def load_mask(path) -> tuple[dict[int, torch.Tensor], str, dict[str, str]]:
+    """(layers, granularity, metadata) of a mask file, refusing anything that is not one."""
     tensors, metadata = read_safetensors(path)
     _expect_format(path, metadata, MASK_FORMAT)
-    return {_layer_of(k): v for k, v in tensors.items()}, metadata
+    granularity = check_granularity(metadata.get("granularity", "?"), str(path))
+    layers = {}
+    for key, m in tensors.items():
+        if m.dtype != torch.bool:
+            raise ArtifactError(f"{path}: {key} has dtype {m.dtype}; a mask holds bool tensors only")
+        if m.dim() != MASK_DIMS[granularity]:
+            raise ArtifactError(f"{path}: {key} is {m.dim()}-D; a {granularity} mask holds "
+                                f"{MASK_DIMS[granularity]}-D tensors")
+        layers[_layer_of(key, path)] = m
+    if not layers or sorted(layers) != list(range(len(layers))):
+        raise ArtifactError(f"{path}: mask layers must be 0..L-1, found {sorted(layers)}")
+    return layers, granularity, metadata
 
 
-def _layer_of(key: str) -> int:
-    return int(key.split(".")[1])
-
-
-# --------------------------------------------------------------------------- sparse deltas
+def _layer_of(key: str, path) -> int:
+    parts = key.split(".")
+    if len(parts) < 3 or parts[0] != "layers" or not parts[1].isdigit() or parts[2] != "down_proj":
+        raise ArtifactError(f"{path}: unexpected tensor {key!r} (expected layers.<l>.down_proj...)")
+    return int(parts[1])
 
 
 @dataclass
 class Delta:
-    """New-minus-parent values of some value vectors, per layer.
+    """New-minus-parent values of some entries of each layer's ``mlp.down_proj.weight``.
 
-    ``columns[l] = (indices [k] int64, values [d_model, k])`` for ``mlp.down_proj.weight``
-    of layer ``l``. ``parent`` is the artifact this delta applies to.
+    ``layers[layer] = (indices [k] int64, values)``: for ``columns`` the value vectors changed and
+    values [d_model, k]; for ``rows`` the output rows and values [k, d_ff]; for ``elements`` flat
+    (row-major) indices into the weight and values [k]. ``parent`` is the artifact it applies
+    to, ``path`` the file it was read from (None when built in memory).
     """
 
-    columns: dict[int, tuple[torch.Tensor, torch.Tensor]]
-    parent: Path
+    layers: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    parent: Path | None
+    granularity: str = "columns"
     metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
 
 
-def save_delta(path, columns, *, parent, metadata: dict) -> None:
+def delta_value_shape_ok(granularity: str, idx: torch.Tensor, values: torch.Tensor) -> bool:
+    k = idx.numel()
+    if granularity == "columns":
+        return values.dim() == 2 and values.shape[1] == k
+    if granularity == "rows":
+        return values.dim() == 2 and values.shape[0] == k
+    return values.dim() == 1 and values.shape[0] == k
+
+
+def save_delta(path, layers, *, parent, metadata: dict, granularity: str = "columns") -> None:
     """Write a sparse delta whose metadata pins its parent by relative path and hash."""
     path, parent = Path(path), Path(parent)
+    check_granularity(granularity, str(path))
     tensors = {}
-    for l, (idx, values) in columns.items():
-        if values.shape[1] != idx.numel():
-            raise ValueError(f"layer {l}: {idx.numel()} indices but values of shape {tuple(values.shape)}")
-        tensors[f"layers.{l}.down_proj.columns"] = idx.to(torch.int64)
+    for layer, (idx, values) in layers.items():
+        if not delta_value_shape_ok(granularity, idx, values):
+            raise ValueError(f"{path}: layer {layer}: {idx.numel()} {granularity} indices but values of shape "
+                             f"{tuple(values.shape)}")
+        tensors[f"layers.{layer}.down_proj.{granularity}"] = idx.to(torch.int64)
         # fp32 whatever the weights' dtype: a bf16 delta would round θo away from what was trained
-        tensors[f"layers.{l}.down_proj.delta"] = values.to(torch.float32)
+        tensors[f"layers.{layer}.down_proj.delta"] = values.to(torch.float32)
     meta = {
         **{k: str(v) for k, v in metadata.items()},
         "format": DELTA_FORMAT,
+        "granularity": granularity,
         "parent": os.path.relpath(parent.resolve(), path.parent.resolve()),
         "parent_hash": artifact_hash(parent),
     }
@@ -270,16 +317,25 @@ def load_delta(path) -> Delta:
     path = Path(path)
     tensors, metadata = read_safetensors(path)
     _expect_format(path, metadata, DELTA_FORMAT)
-    columns = {}
+    granularity = check_granularity(metadata.get("granularity", "?"), str(path))
+    layers = {}
     for key, idx in tensors.items():
-        if key.endswith(".columns"):
-            l = _layer_of(key)
-            values = tensors.get(f"layers.{l}.down_proj.delta")
-            if values is None or values.shape[-1] != idx.numel():
-                raise ArtifactError(f"{path}: layer {l} has mismatched indices and values")
-            columns[l] = (idx, values)
+        if key.endswith(".delta"):
+            continue
+        layer = _layer_of(key, path)
+        if key != f"layers.{layer}.down_proj.{granularity}":
+            raise ArtifactError(f"{path}: tensor {key!r} does not belong to a {granularity} delta")
+        values = tensors.get(f"layers.{layer}.down_proj.delta")
+        if values is None or idx.dtype != torch.int64 or not delta_value_shape_ok(granularity, idx, values):
+            raise ArtifactError(f"{path}: layer {layer} has mismatched indices and values")
+        layers[layer] = (idx, values)
+    if any(_layer_of(k, path) not in layers for k in tensors):
+        raise ArtifactError(f"{path}: a layer has values but no indices")
+    for key in ("parent", "parent_hash"):
+        if key not in metadata:
+            raise ArtifactError(f"{path}: delta metadata has no {key!r}")
     parent = (path.parent / metadata["parent"]).resolve()
-    return Delta(columns=columns, parent=parent, metadata=metadata)
+    return Delta(layers=layers, parent=parent, granularity=granularity, metadata=metadata, path=path)
 
 
 def delta_chain(path) -> tuple[Path, list[Delta]]:
@@ -312,50 +368,6 @@ def delta_chain(path) -> tuple[Path, list[Delta]]:
     return path, deltas[::-1]
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(model, tokenizer, out_dir, metadata: dict, *, dtype: torch.dtype = torch.float32) -> None:
-    """Save a full HF checkpoint directory atomically, with provenance in ``unloc.json``.
-
-    The weights are written in ``dtype``; the model in memory is left as it is.
-    """
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        model.save_pretrained(tmp, state_dict=_state_dict_in(model, dtype))
-        _record_config_dtype(tmp, dtype)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        meta = {**metadata, "content_hash": weights_sha256(tmp)}
-        (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def _state_dict_in(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The model's state dict with floating-point tensors in ``dtype``.
-
-    Tied tensors (input and output embeddings) stay one tensor: ``save_pretrained`` finds
-    ties by shared storage and writes them once. Tensors already in ``dtype`` are not copied.
-    """
-    converted: dict[tuple, torch.Tensor] = {}
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if not tensor.is_floating_point():
-            state[name] = tensor
-            continue
-        key = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
-        if key not in converted:
-            converted[key] = tensor.to(dtype)
-        state[name] = converted[key]
-    return state
-
-
-def _record_config_dtype(model_dir: Path, dtype: torch.dtype) -> None:
-    """``save_pretrained`` writes the in-memory dtype into config.json; name the file's dtype."""
-    config_file = model_dir / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["dtype"] = str(dtype).removeprefix("torch.")
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def artifact_metadata(path) -> dict:
     """What an artifact records about how it was made: a delta's metadata or a checkpoint
     directory's ``unloc.json`` (empty for a plain HF directory)."""
@@ -364,28 +376,3 @@ def artifact_metadata(path) -> dict:
         meta_file = path / CHECKPOINT_META
         return read_json(meta_file) if meta_file.is_file() else {}
     return load_delta(path).metadata
-
-
-def load_checkpoint(path, *, device="cpu"):
-    """Load any model artifact, a checkpoint directory or a delta chain, with its tokenizer.
-
-    The model is always fp32, whatever dtype its files hold: the master weights of any
-    training that follows, and the weights deltas are applied to and mixed in.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from unloc.models import apply_delta
-
-    base, deltas = delta_chain(path)
-    if not (base / "config.json").is_file():
-        raise ArtifactError(f"{base}: not a model directory (no config.json)")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-    except (OSError, SafetensorError, ValueError) as e:
-        raise ArtifactError(f"{base}: could not load checkpoint ({e})") from e
-    has_tokenizer = (base / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(base) if has_tokenizer else None
-    for delta in deltas:
-        apply_delta(model, delta)
-    model.eval()
-    return model, tokenizer

@@ -1,93 +1,88 @@
-"""Masks over value vectors: the target region V_tgt, the random region V_rdm, localizers.
+"""The mask type: which entries of each layer's ``mlp.down_proj`` a masked stage may update.
 
-A mask is, per layer, a boolean vector over the ``d_ff`` value vectors of that layer's
-``mlp.down_proj`` (True = may be updated). Regions are drawn uniformly over the whole
-model's value vectors, not per layer, as in the paper (Section 4, step 2).
+A mask is, per decoder layer, a boolean tensor at one of three granularities (io.GRANULARITIES):
+
+* ``columns``: [d_ff], one flag per value vector (seeds/000);
+* ``rows``: [d_model], one flag per output neuron (SIMU);
+* ``elements``: [d_model, d_ff], one flag per weight (WAGLE per weight, WME).
+
+Masks are made by the localizers (localizers.py) and stored by io.py with their granularity
+and metadata (method, ratio, seed, source model); loading checks dtype, granularity and shape.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from unloc import io
 from unloc.models import value_vector_shape
 
-STAGE_VERSION = 1
-
 
 @dataclass
 class Mask:
-    layers: dict[int, torch.Tensor]  # layer -> bool [d_ff]
+    layers: dict[int, torch.Tensor]  # layer -> bool tensor of the granularity's shape
+    granularity: str = "columns"
     metadata: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self):
+        io.check_granularity(self.granularity, "mask")
+
     @property
-    def shape(self) -> tuple[int, int]:
-        return len(self.layers), int(next(iter(self.layers.values())).numel())
+    def shape(self) -> tuple[int, ...]:
+        """(layers, *per-layer shape)."""
+        return (len(self.layers), *next(iter(self.layers.values())).shape)
 
     def count(self) -> int:
         return int(sum(int(m.sum()) for m in self.layers.values()))
 
+    def size(self) -> int:
+        """Entries a mask of this shape could select."""
+        return int(sum(m.numel() for m in self.layers.values()))
+
     def indices(self) -> dict[int, torch.Tensor]:
-        """Masked column indices per layer (int64, ascending)."""
-        return {l: torch.nonzero(m, as_tuple=False).flatten() for l, m in self.layers.items()}
+        """Selected indices per layer (int64, ascending); row-major flat indices for elements."""
+        return {layer: torch.nonzero(m.reshape(-1), as_tuple=False).flatten() for layer, m in self.layers.items()}
 
     def flat(self) -> torch.Tensor:
-        return torch.stack([self.layers[l] for l in sorted(self.layers)])
+        return torch.stack([self.layers[layer] for layer in sorted(self.layers)])
 
 
-def _from_flat(flat: np.ndarray, metadata: dict) -> Mask:
-    layers = {l: torch.from_numpy(row.copy()) for l, row in enumerate(flat)}
-    return Mask(layers, {k: str(v) for k, v in metadata.items()})
+def n_selected(n_entries: int, ratio: float) -> int:
+    """How many of ``n_entries`` a mask of ``ratio`` selects."""
+    return int(round(ratio * n_entries))
 
 
-def n_selected(n_layers: int, d_ff: int, ratio: float) -> int:
-    return int(round(ratio * n_layers * d_ff))
-
-
-def target_mask(n_layers: int, d_ff: int, ratio: float, seed: int) -> Mask:
-    """V_tgt: ``ratio`` of all value vectors, uniformly over the model."""
-    rng = np.random.default_rng([seed, 0])
-    flat = np.zeros(n_layers * d_ff, dtype=bool)
-    flat[rng.choice(flat.size, n_selected(n_layers, d_ff, ratio), replace=False)] = True
-    return _from_flat(flat.reshape(n_layers, d_ff), {"method": "target", "ratio": ratio, "seed": seed})
-
-
-def random_mask(exclude: Mask, ratio: float, seed: int) -> Mask:
-    """V_rdm: ``ratio`` of all value vectors drawn from outside ``exclude`` (V \\ V_tgt)."""
-    n_layers, d_ff = exclude.shape
-    outside = np.flatnonzero(~exclude.flat().numpy().reshape(-1))
-    k = n_selected(n_layers, d_ff, ratio)
-    if k > outside.size:
-        raise ValueError(f"ratio {ratio}: cannot draw {k} value vectors from the {outside.size} outside the target")
-    rng = np.random.default_rng([seed, 1])
-    flat = np.zeros(n_layers * d_ff, dtype=bool)
-    flat[rng.choice(outside, k, replace=False)] = True
-    return _from_flat(flat.reshape(n_layers, d_ff), {"method": "random", "ratio": ratio, "seed": seed})
+def model_mask_shape(model_config: dict, granularity: str) -> tuple[int, ...]:
+    """(layers, *per-layer shape) of a ``granularity`` mask for a model's ``config.json``."""
+    n_layers, d_model, d_ff = (model_config["num_hidden_layers"], model_config["hidden_size"],
+                               model_config["intermediate_size"])
+    return (n_layers, *{"columns": (d_ff,), "rows": (d_model,), "elements": (d_model, d_ff)}[granularity])
 
 
 def check_mask_fits(mask: Mask, model, where: str = "mask") -> None:
-    n_layers, _, d_ff = value_vector_shape(model)
-    if mask.shape != (n_layers, d_ff):
-        raise ValueError(
-            f"{where}: shape {mask.shape[0]} layers x {mask.shape[1]} value vectors does not fit "
-            f"the model's {n_layers} layers x {d_ff} value vectors"
-        )
+    n_layers, d_model, d_ff = value_vector_shape(model)
+    per_layer = {"columns": (d_ff,), "rows": (d_model,), "elements": (d_model, d_ff)}[mask.granularity]
+    if mask.shape != (n_layers, *per_layer):
+        what = {"columns": "value vectors", "rows": "output rows", "elements": "weights"}[mask.granularity]
+        got = " x ".join(map(str, mask.shape[1:]))
+        want = " x ".join(map(str, per_layer))
+        raise io.ArtifactError(
+            f"{where}: shape {mask.shape[0]} layers x {got} {what} does not fit "
+            f"the model's {n_layers} layers x {want} {what}")
 
 
 def save_mask(path, mask: Mask) -> None:
-    io.save_mask(path, mask.layers, mask.metadata)
+    io.save_mask(path, mask.layers, mask.granularity, mask.metadata)
 
 
 def load_mask(path, model=None) -> Mask:
-    layers, metadata = io.load_mask(path)
-    if not layers or sorted(layers) != list(range(len(layers))):
-        raise io.ArtifactError(f"{path}: mask layers must be 0..L-1, found {sorted(layers)}")
-    if any(m.dim() != 1 for m in layers.values()):
-        raise io.ArtifactError(f"{path}: expected one value-vector mask per layer (1-D tensors)")
-    mask = Mask(layers, metadata)
+    layers, granularity, metadata = io.load_mask(path)
+    shapes = {tuple(m.shape) for m in layers.values()}
+    if len(shapes) != 1:
+        raise io.ArtifactError(f"{path}: layers have different shapes {sorted(shapes)}")
+    mask = Mask(layers, granularity, metadata)
     if model is not None:
         check_mask_fits(mask, model, where=str(path))
     return mask

@@ -1,33 +1,34 @@
 """Model mixing: θ(α) = (1 - α) θo + α θu (seeds/000 App. B).
 
-θu - θo is nonzero only on the masked value vectors, so θ(α) = θo + α (θu - θo) differs
-from θo only there. ``ColumnMixer`` keeps one copy of θo and rewrites just those columns for
-each α, instead of interpolating two full state dicts.
+θu - θo is nonzero only on the masked entries, so θ(α) = θo + α (θu - θo) differs from θo
+only there. ``DeltaMixer`` keeps one copy of θo and rewrites just those entries for each α,
+instead of interpolating two full state dicts.
 """
 
 from __future__ import annotations
 
 import torch
 
-from unloc.models import check_columns_fit, down_proj
+from unloc.models import assign, check_fits, down_proj, gather
 
 
-class ColumnMixer:
-    """Switch a θo model to θ(α) in place by rewriting only the delta's columns."""
+class DeltaMixer:
+    """Switch a θo model to θ(α) in place by rewriting only the delta's entries."""
 
     def __init__(self, model, delta):
-        self.model = model
-        self.columns = []
-        for layer, (idx, values) in delta.columns.items():
-            check_columns_fit(model, layer, idx, values.shape[0])
+        self.model, self.granularity = model, delta.granularity
+        self.entries = []
+        for layer, (idx, values) in delta.layers.items():
+            check_fits(model, layer, delta.granularity, idx, values.shape)
             weight = down_proj(model, layer).weight
             idx = idx.to(weight.device)
-            self.columns.append((weight, idx, weight[:, idx].detach().clone(), values.to(weight.device, torch.float32)))
+            base = gather(weight, delta.granularity, idx).detach().clone()
+            self.entries.append((weight, idx, base, values.to(weight.device, torch.float32)))
 
     @torch.no_grad()
     def set_alpha(self, alpha: float) -> None:
-        for weight, idx, base, values in self.columns:
-            weight[:, idx] = (base.float() + alpha * values).to(weight.dtype)
+        for weight, idx, base, values in self.entries:
+            assign(weight, self.granularity, idx, (base.float() + alpha * values).to(weight.dtype))
 
 
 @torch.no_grad()

@@ -1,50 +1,181 @@
-"""Loss functions: pure functions of a model and a batch (seeds/000 App. A).
+"""Unlearning objectives and regularizers (seeds/000 App. A; seeds/001 §1.2 of the digest).
 
-``answer_nll`` is the supervised loss of every learning stage (answer tokens only).
-The unlearning objectives live in ``OBJECTIVES``; each takes the model, a batch and its
-objective's inputs as keyword arguments (reference log-likelihoods, a steering vector, ...),
-which the unlearn stage prepares once, so the functions themselves stay pure.
+The losses are pure functions of a model and a batch, plus what they compare against
+(reference log-likelihoods, a steering vector, a frozen reference model), passed in.
+
+Each entry of ``OBJECTIVES`` and ``REGULARIZERS`` declares the sub-batches it reads
+(``needs``: forget, retain, idk) and a ``prepare(ctx, settings) -> loss_fn``. ``ctx``
+(``LossContext``) computes what the loss needs once, on demand, on the model as it is before
+training (θo for Section 4): reference log-probabilities, a frozen copy of that model, the
+steering vector. ``loss_fn(batch)`` then maps a dict of the declared sub-batches to a scalar.
+
+A config block ``unlearn.<objective>`` holds the objective's learning rate, its own settings
+and optionally a regularizer, ``regularizer: {name: kl, weight: 1.0}``, whose loss is added
+with that weight: ``L = L_objective + weight * L_regularizer``.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-from unloc.data.collate import IGNORE
+from unloc.data.collate import IGNORE, Encoded, collate
+from unloc.precision import autocast_context
+from unloc.registry import Choice, ConfigError, Registry, Spec, parse_settings, setting, to_dict
+from unloc.scoring import answer_nll, batch_logits, batch_token_logprobs, layer_hidden_states, sequence_logprob
+
+LossFn = Callable[[dict], torch.Tensor]
+
+SUB_BATCHES = {
+    "forget": "the forget set: each step's main batch (an epoch is one pass over it)",
+    "retain": "a batch of the retain set drawn at random beside each forget batch",
+    "idk": "a refusal answer to each forget question, at the forget batch's positions (DPO's preferred answer)",
+}
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log p(label) for next-token prediction, and the mask of scored tokens."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE
-    logp = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return logp * mask, mask
+@dataclass(frozen=True, kw_only=True)
+class LossSpec(Spec):
+    """``fn`` is ``prepare(ctx, settings) -> loss_fn``; ``needs`` names sub-batches of SUB_BATCHES;
+    ``label`` is the name tables and figures print (default: the name in capitals)."""
+
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name.upper())
+        unknown = [n for n in self.needs if n not in SUB_BATCHES]
+        if unknown or "forget" in self.needs[1:]:
+            raise ValueError(f"{self.name}: needs names sub-batches of {', '.join(SUB_BATCHES)}, got {self.needs}")
 
 
-def batch_token_logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return token_logprobs(logits, batch["labels"])
+OBJECTIVES: Registry[LossSpec] = Registry("objective", LossSpec)
+REGULARIZERS: Registry[LossSpec] = Registry("regularizer", LossSpec)
 
 
-def sequence_logprob(model, batch) -> torch.Tensor:
-    """log p(y | x) per example: the sum over its answer tokens (EOS included)."""
-    logp, _ = batch_token_logprobs(model, batch)
-    return logp.sum(1)
+# --------------------------------------------------------------------------- what a loss may ask for
 
 
-def answer_nll(model, batch) -> torch.Tensor:
-    """Mean negative log-likelihood over all answer tokens of the batch (EOS included)."""
-    logp, mask = batch_token_logprobs(model, batch)
-    return -logp.sum() / mask.sum().clamp(min=1)
+@dataclass
+class LossContext:
+    """What ``prepare`` may ask for, each computed once on demand.
+
+    ``model`` is the model being trained, as it is before training: the reference of NPO, DPO
+    and the KL regularizer. ``sets`` holds the encoded examples of each sub-batch the run uses.
+    """
+
+    model: torch.nn.Module
+    sets: dict[str, list[Encoded]]
+    pad_id: int
+    device: str = "cpu"
+    precision: str = "fp32"
+    eval_batch_size: int = 32
+    _cache: dict = field(default_factory=dict)
+
+    def reference_logprobs(self, name: str) -> torch.Tensor:
+        """log p(y|x) of every example of sub-batch set ``name`` under the model before training."""
+        if ("logprobs", name) not in self._cache:
+            self._cache["logprobs", name] = _sequence_logprobs(
+                self.model.to(self.device), self.sets[name], self.pad_id, self.eval_batch_size, self.device,
+                self.precision)
+        return self._cache["logprobs", name]
+
+    def reference_model(self) -> torch.nn.Module:
+        """A frozen copy of the model before training (token-wise KL)."""
+        if "model" not in self._cache:
+            ref = copy.deepcopy(self.model).to(self.device).eval()
+            for p in ref.parameters():
+                p.requires_grad_(False)
+            self._cache["model"] = ref
+        return self._cache["model"]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
 
 
-def forget_retain_nll(model, batch, lambda_retain: float) -> torch.Tensor:
-    """Injection loss: L_forget + lambda_retain * L_retain on a paired batch."""
-    return answer_nll(model, batch["main"]) + lambda_retain * answer_nll(model, batch["paired"])
+@torch.no_grad()
+def _sequence_logprobs(model, examples, pad_id, batch_size, device, precision) -> torch.Tensor:
+    model.eval()
+    with autocast_context(device, precision):
+        batches = (collate(examples[i:i + batch_size], pad_id) for i in range(0, len(examples), batch_size))
+        out = [sequence_logprob(model, {k: v.to(device) for k, v in batch.items()}) for batch in batches]
+    return torch.cat(out)
 
 
-# --------------------------------------------------------------------------- unlearning
+# --------------------------------------------------------------------------- objective blocks
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveRun:
+    """One ``unlearn.<objective>`` config block, parsed: the objective and its settings, its
+    learning rate, and the regularizer added to it (if any)."""
+
+    objective: Choice
+    lr: float
+    regularizer: Choice | None = None
+
+    def to_dict(self) -> dict:
+        return {"lr": self.lr, "regularizer": None if self.regularizer is None else self.regularizer.to_dict(),
+                **to_dict(self.objective.settings)}
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The sub-batches of every step: the objective's, then the regularizer's."""
+        extra = () if self.regularizer is None else self.regularizer.spec.needs
+        return tuple(dict.fromkeys(("forget", *self.objective.spec.needs, *extra)))
+
+
+@dataclass(frozen=True)
+class _BlockCommon:
+    lr: float = setting(help="learning rate of this objective's runs (calibrated per model)", exclusive_minimum=0)
+    regularizer: Choice | None = setting(None, "a regularizer added to the loss: {name: gd | kl, weight: 1.0, "
+                                               "<its settings>}; null: none", registry=REGULARIZERS,
+                                         common={"weight": 1.0})
+
+
+def parse_objective(name: str, block: Mapping | None, path: str) -> ObjectiveRun:
+    """``unlearn.<name>`` as an ObjectiveRun; errors name the key (``path``)."""
+    spec = OBJECTIVES.get(name, path)
+    block = dict(block or {})
+    common_keys = {"lr", "regularizer"}
+    common = parse_settings(_BlockCommon, {k: v for k, v in block.items() if k in common_keys}, path)
+    try:
+        settings = spec.parse({k: v for k, v in block.items() if k not in common_keys}, path)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (every objective also takes lr and regularizer)") from None
+    if common.regularizer is not None:
+        weight = common.regularizer.common["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{path}.regularizer.weight: expected a number, got {weight!r}")
+    return ObjectiveRun(objective=Choice(spec, settings), lr=common.lr, regularizer=common.regularizer)
+
+
+def prepare_loss(run: ObjectiveRun, ctx: LossContext) -> LossFn:
+    """The loss of one step: the objective's, plus the weighted regularizer's."""
+    objective = run.objective.spec.fn(ctx, run.objective.settings)
+    if run.regularizer is None:
+        return objective
+    regularizer = run.regularizer.spec.fn(ctx, run.regularizer.settings)
+    weight = float(run.regularizer.common["weight"])
+    return lambda batch: objective(batch) + weight * regularizer(batch)
+
+
+# --------------------------------------------------------------------------- pure losses
+
+
+def forget_retain_nll(model, forget, retain, lambda_retain: float) -> torch.Tensor:
+    """Injection loss: L_forget + lambda_retain * L_retain."""
+    return answer_nll(model, forget) + lambda_retain * answer_nll(model, retain)
+
+
+def ga_loss(model, batch) -> torch.Tensor:
+    """GA: the mean log-likelihood of the answer tokens; minimising it is gradient ascent on the NLL."""
+    return -answer_nll(model, batch)
 
 
 def wga_loss(model, batch, *, alpha: float) -> torch.Tensor:
@@ -59,23 +190,17 @@ def wga_loss(model, batch, *, alpha: float) -> torch.Tensor:
 
 
 def npo_loss(model, batch, *, beta: float, ref_logprob: torch.Tensor) -> torch.Tensor:
-    """NPO: -(2/beta) E[log sigmoid(-beta (log p_theta(y|x) - log p_ref(y|x)))], ref = θo."""
+    """NPO: -(2/beta) E[log sigmoid(-beta (log p_theta(y|x) - log p_ref(y|x)))]."""
     log_ratio = sequence_logprob(model, batch) - ref_logprob
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
 
-def dpo_loss(model, batch, *, beta: float, ref_win: torch.Tensor, ref_lose: torch.Tensor) -> torch.Tensor:
-    """DPO for unlearning: preferred = an IDK answer (``batch["win"]``), dispreferred = the
-    true answer (``batch["main"]``); -(1/beta) E[log sigmoid(beta (win ratio - lose ratio))]."""
-    win = sequence_logprob(model, batch["win"]) - ref_win
-    lose = sequence_logprob(model, batch["main"]) - ref_lose
-    return -(1.0 / beta) * F.logsigmoid(beta * (win - lose)).mean()
-
-
-def layer_hidden_states(model, batch, layer: int) -> torch.Tensor:
-    """Output of decoder layer ``layer`` (0-based) for every input position."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-    return out.hidden_states[layer + 1]  # hidden_states[0] is the embedding output
+def dpo_loss(model, win, lose, *, beta: float, ref_win: torch.Tensor, ref_lose: torch.Tensor) -> torch.Tensor:
+    """DPO for unlearning: preferred = an IDK answer (``win``), dispreferred = the true answer
+    (``lose``); -(1/beta) E[log sigmoid(beta (win ratio - lose ratio))]."""
+    win_ratio = sequence_logprob(model, win) - ref_win
+    lose_ratio = sequence_logprob(model, lose) - ref_lose
+    return -(1.0 / beta) * F.logsigmoid(beta * (win_ratio - lose_ratio)).mean()
 
 
 def rmu_loss(model, batch, *, layer: int, steering: torch.Tensor) -> torch.Tensor:
@@ -92,4 +217,115 @@ def rmu_steering(d_model: int, scale: float, seed: int) -> torch.Tensor:
     return scale * u / u.norm()
 
 
-OBJECTIVES = {"wga": wga_loss, "npo": npo_loss, "dpo": dpo_loss, "rmu": rmu_loss}
+def kl_to_reference(model, reference, batch, *, direction: str = "model_to_reference") -> torch.Tensor:
+    """Token-wise KL between the model's and a frozen reference's next-token distributions,
+    averaged over the batch's answer tokens (EOS included).
+
+    ``model_to_reference`` is KL(p_θ || p_ref), the direction seeds/001 eq. 18 prints;
+    ``reference_to_model`` is KL(p_ref || p_θ).
+    """
+    logp = torch.log_softmax(batch_logits(model, batch)[:, :-1].float(), -1)
+    with torch.no_grad():
+        ref = torch.log_softmax(batch_logits(reference, batch)[:, :-1].float(), -1)
+    if direction == "model_to_reference":
+        per_token = (logp.exp() * (logp - ref)).sum(-1)
+    elif direction == "reference_to_model":
+        per_token = (ref.exp() * (ref - logp)).sum(-1)
+    else:
+        raise ValueError(f"unknown KL direction {direction!r}: allowed model_to_reference, reference_to_model")
+    mask = batch["labels"][:, 1:] != IGNORE
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+@OBJECTIVES.register("ga", needs=("forget",))
+def ga(ctx: LossContext, settings) -> LossFn:
+    """GA: gradient ascent on the forget answers' NLL (seeds/001 §1.2; WGA with α = 0)."""
+    return lambda batch: ga_loss(ctx.model, batch["forget"])
+
+
+@dataclass(frozen=True)
+class WgaSettings:
+    alpha: float = setting(0.1, "exponent of the p^alpha token weights (seeds/000 App. A: 0.1)")
+
+
+@OBJECTIVES.register("wga", settings=WgaSettings, needs=("forget",))
+def wga(ctx: LossContext, settings: WgaSettings) -> LossFn:
+    """WGA: gradient ascent weighted per token by p^α (seeds/000 App. A)."""
+    return lambda batch: wga_loss(ctx.model, batch["forget"], alpha=settings.alpha)
+
+
+@dataclass(frozen=True)
+class NpoSettings:
+    beta: float = setting(0.5, "inverse temperature β (seeds/000 App. A: 0.5)", exclusive_minimum=0)
+
+
+@OBJECTIVES.register("npo", settings=NpoSettings, needs=("forget",))
+def npo(ctx: LossContext, settings: NpoSettings) -> LossFn:
+    """NPO against the model before unlearning (seeds/000 App. A)."""
+    ref = ctx.reference_logprobs("forget")
+
+    def loss(batch):
+        forget = batch["forget"]
+        return npo_loss(ctx.model, forget, beta=settings.beta, ref_logprob=ref[forget["index"]])
+
+    return loss
+
+
+@dataclass(frozen=True)
+class DpoSettings:
+    beta: float = setting(0.5, "inverse temperature β (seeds/000 App. A: 0.5)", exclusive_minimum=0)
+
+
+@OBJECTIVES.register("dpo", settings=DpoSettings, needs=("forget", "idk"))
+def dpo(ctx: LossContext, settings: DpoSettings) -> LossFn:
+    """DPO with an IDK answer preferred over the true one, against the model before unlearning."""
+    ref_lose, ref_win = ctx.reference_logprobs("forget"), ctx.reference_logprobs("idk")
+
+    def loss(batch):
+        at = batch["forget"]["index"]
+        return dpo_loss(ctx.model, batch["idk"], batch["forget"], beta=settings.beta, ref_win=ref_win[at],
+                        ref_lose=ref_lose[at])
+
+    return loss
+
+
+@dataclass(frozen=True)
+class RmuSettings:
+    layer: int = setting(help="0-based decoder layer whose output is steered (the paper: 21 of 32)", minimum=0)
+    scale: float = setting(2.0, "c: the length of the steering vector (seeds/000 App. A: 2)", exclusive_minimum=0)
+    steering_seed: int = setting(0, "seed of the random direction u")
+
+
+@OBJECTIVES.register("rmu", settings=RmuSettings, needs=("forget",))
+def rmu(ctx: LossContext, settings: RmuSettings) -> LossFn:
+    """RMU: steer a layer's hidden states on forget inputs towards a fixed random vector c·u."""
+    if settings.layer >= ctx.model.config.num_hidden_layers:
+        raise ValueError(f"rmu.layer {settings.layer}: the model has {ctx.model.config.num_hidden_layers} layers")
+    steering = rmu_steering(ctx.hidden_size, settings.scale, settings.steering_seed).to(ctx.device)
+    return lambda batch: rmu_loss(ctx.model, batch["forget"], layer=settings.layer, steering=steering)
+
+
+# --------------------------------------------------------------------------- regularizers
+
+
+@REGULARIZERS.register("gd", needs=("retain",))
+def gd(ctx: LossContext, settings) -> LossFn:
+    """GD: the retain set's NLL (gradient descent on it; seeds/001 eq. 17)."""
+    return lambda batch: answer_nll(ctx.model, batch["retain"])
+
+
+@dataclass(frozen=True)
+class KlSettings:
+    direction: Literal["model_to_reference", "reference_to_model"] = setting("model_to_reference",
+                             "model_to_reference: KL(p_θ || p_ref), as seeds/001 eq. 18 prints; "
+                             "reference_to_model: KL(p_ref || p_θ)")
+
+
+@REGULARIZERS.register("kl", settings=KlSettings, needs=("retain",))
+def kl(ctx: LossContext, settings: KlSettings) -> LossFn:
+    """KL: token-wise KL to the model before unlearning on retain answers (seeds/001 eq. 18)."""
+    reference = ctx.reference_model()
+    return lambda batch: kl_to_reference(ctx.model, reference, batch["retain"], direction=settings.direction)

@@ -23,11 +23,6 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def precision_of(params: dict) -> str:
-    """A stage's precision from its params; fp32 where they name none (stages called directly)."""
-    return check_precision(params.get("precision", "fp32"))
-
-
 def autocast_context(device: str, precision: str):
     """The context every forward pass of a stage runs in: bf16 autocast on ``device``'s type
     (cuda or cpu), or nothing at all under fp32."""

@@ -1,64 +1,122 @@
 """One function per pipeline stage: read inputs, compute, write outputs atomically.
 
-Each stage is registered with a ``version``; the workflow puts it into the rule's params, so
-bumping it (when a stage's semantics change) reruns that stage and what depends on it,
-which Snakemake's code trigger cannot see for code under ``src/``.
-Stage functions take the rule's params slice (a dict) and paths; they never read the
-global config and never call Snakemake. Stages registered with ``runs_model`` also get the
-config's ``precision`` in their params (precision.py): it changes their results.
+Every stage is an entry of ``STAGES``: one name for the function, the CLI subcommand and the
+workflow rule. Its spec holds
+
+* ``version``: the workflow puts it into the rule's params, so bumping it (when a stage's
+  semantics change) reruns that stage and what depends on it, which Snakemake's code trigger
+  cannot see for code under ``src/``;
+* ``settings``: the dataclass its ``--params`` (the rule's config slice) must fit; a missing,
+  unknown or mistyped key is refused with its name before anything runs;
+* ``args``: its paths and other command-line options (the CLI builds its parser from them);
+* ``runs_model``: its params carry the config's ``precision`` (precision.py), which changes results;
+* ``multi_process``: it may run under torchrun on several GPUs (FSDP); every other stage refuses.
+
+Stage functions take their params and paths; they never read the global config and never
+call Snakemake.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-import math
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
 
 from unloc import distributed, io
+from unloc.checkpoints import load_checkpoint, resolve_pretrained, save_checkpoint
 from unloc.data import build_dataset, load_role, write_dataset
-from unloc.data.collate import collate, encode_qa, encode_records, encode_text
-from unloc.masks import check_mask_fits, load_mask, random_mask, save_mask, target_mask
+from unloc.data.collate import encode_qa, encode_records, encode_text
+from unloc.localizers import LOCALIZERS, LocalizerInputs
+from unloc.localizers import localize as run_localizer
+from unloc.masks import load_mask, save_mask
 from unloc.metrics.es import per_example_es
-from unloc.models import (attach_masked_columns, build_tiny_llama, column_delta, detach_masked_columns,
-                          convert_gguf, gather_columns, resolve_pretrained, train_tokenizer)
-from unloc.objectives import OBJECTIVES, answer_nll, forget_retain_nll, rmu_steering, sequence_logprob
-from unloc.precision import autocast_context, checkpoint_dtype, precision_of
-from unloc.train import Batcher, TrainConfig, to_device, train, write_log
+from unloc.models import build_tiny_llama, train_tokenizer
+from unloc.objectives import LossContext, ObjectiveRun, forget_retain_nll, parse_objective, prepare_loss
+from unloc.precision import PRECISIONS, autocast_context, checkpoint_dtype
+from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
+from unloc.scoring import answer_nll
+from unloc.train import Batcher, InjectSettings, LoopSettings, TrainSettings, masked_train, train, write_log
 
-log = logging.getLogger("unloc")
-
-
-@dataclass(frozen=True)
-class Stage:
-    fn: Callable
-    version: int
-    runs_model: bool  # its params carry the config's precision
+logger = logging.getLogger("unloc")
 
 
-STAGES: dict[str, Stage] = {}
+@dataclass(frozen=True, kw_only=True)
+class Arg:
+    """One command-line option of a stage (``--name``), or its positional arguments."""
+
+    name: str
+    help: str
+    required: bool = True
+    type: Callable = str
+    choices: tuple | None = None
+    repeat: bool = False  # an option: may be given several times; positional: one or more (a list)
+    positional: bool = False
+    metavar: str | None = None
 
 
-def stage(name: str, version: int, multi_process: bool = False, runs_model: bool = False):
-    """Register a stage; one without ``multi_process`` refuses a torchrun launch of several processes,
-    one with ``runs_model`` runs a model's forward passes in its params' ``precision``."""
+@dataclass(frozen=True, kw_only=True)
+class StageSpec(Spec):
+    """``settings`` is the dataclass of the stage's ``--params`` (NoSettings: it takes none)."""
+
+    version: int = 1
+    runs_model: bool = False
+    multi_process: bool = False
+    args: tuple[Arg, ...] = ()
+    workflow: bool = True  # a rule of the workflow; export is a command only
+
+    @property
+    def takes_params(self) -> bool:
+        return self.settings is not NoSettings
+
+    @property
+    def takes_device(self) -> bool:
+        return "device" in inspect.signature(self.fn).parameters
+
+
+STAGES: Registry[StageSpec] = Registry("stage", StageSpec)
+
+
+def read_params(spec: StageSpec, value) -> Any:
+    """A stage's params as its settings dataclass; a dict from the workflow may carry the
+    stage ``version`` it was made for, which must be this code's."""
+    if isinstance(value, spec.settings):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{spec.name} --params: expected a JSON object, got {value!r}")
+    value = dict(value)
+    version = value.pop("version", spec.version)
+    if version != spec.version:
+        raise ConfigError(f"{spec.name} --params were made for version {version} of the stage, but this code is "
+                          f"version {spec.version}: rerun the workflow, whose params trigger then reruns the stage")
+    return parse_settings(spec.settings, value, f"{spec.name} --params")
+
+
+def stage(name: str, *, settings: type = NoSettings, version: int = 1, runs_model: bool = False,
+          multi_process: bool = False, args: tuple[Arg, ...] = (), workflow: bool = True):
+    """Register a stage. Called with a params dict (or its dataclass) first when it takes params."""
 
     def register(fn):
         @functools.wraps(fn)
-        def guarded(*args, **kwargs):
+        def run(*call_args, **kwargs):
             if not multi_process:
                 distributed.refuse_multi_process(name)
-            return fn(*args, **kwargs)
+            if settings is not NoSettings:
+                call_args = (read_params(STAGES[name], call_args[0]), *call_args[1:])
+            return fn(*call_args, **kwargs)
 
-        STAGES[name] = Stage(guarded, version, runs_model)
-        return guarded
+        doc = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+        STAGES.add(StageSpec(name=name, fn=run, settings=settings, version=version, runs_model=runs_model,
+                             multi_process=multi_process, args=args, workflow=workflow, help=doc))
+        return run
 
     return register
 
@@ -71,18 +129,48 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def _provenance(name: str, params: dict, **extra) -> dict:
-    return {"stage": name, "stage_version": STAGES[name].version, "precision": precision_of(params),
-            "config_digest": io.config_digest(params), **extra}
+def _provenance(name: str, params, **extra) -> dict:
+    return {"stage": name, "stage_version": STAGES[name].version,
+            "precision": getattr(params, "precision", "fp32"),
+            "config_digest": io.config_digest(to_dict(params)), **extra}
+
+
+# --------------------------------------------------------------------------- params shared by stages
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    precision: Literal["fp32", "bf16"] = setting("fp32", "forward passes under bf16 autocast or in fp32 "
+                                                         "(precision.py); part of every model stage's params")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QaParams(ModelParams):
+    """What every stage that turns QA records into tokens needs."""
+
+    max_length: int = setting(help="tokens per QA (prompt + answer + EOS): model.max_length", minimum=8)
+    system_prompt: str | None = setting(None, "system prompt of chat-template models (model.system_prompt)")
+
+
+MODEL = Arg(name="model", help="model directory or delta")
+DATA = Arg(name="data", help="dataset directory from prepare_data")
+OUT = Arg(name="out", help="output path")
+LOG = Arg(name="log", help="training log CSV (loss per step)")
 
 
 # --------------------------------------------------------------------------- data
 
 
-@stage("prepare_data", version=1)
-def prepare_data(params: dict, out_dir) -> None:
-    """Build every dataset role (minitofu generated, or TOFU read) as JSON Lines."""
-    write_dataset(build_dataset(params["data"]), out_dir)
+@dataclass(frozen=True, kw_only=True)
+class DataParams:
+    data: dict = setting(help="the config's data section (workflow/schemas/config.schema.yaml)")
+
+
+@stage("prepare_data", settings=DataParams, args=(Arg(name="out", help="output directory"),))
+def prepare_data(params: DataParams, out) -> None:
+    """Build the dataset roles (full, forget, retain, perturbed, real authors, world facts, idk,
+    corpus) as JSON Lines in OUT: minitofu generated, or TOFU read."""
+    write_dataset(build_dataset(params.data), out)
 
 
 # --------------------------------------------------------------------------- full-parameter models
@@ -101,16 +189,17 @@ def _tokenizer_texts(data_dir) -> list[str]:
     return texts
 
 
-def _train_all_parameters(model, tokenizer, examples, cfg: TrainConfig, *, device, log_path, desc, launch):
+def _train_all_parameters(model, tokenizer, examples, cfg: TrainSettings, *, seed, precision, device, log_path,
+                          desc, launch):
     """Train every parameter on ``answer_nll``; under torchrun, FSDP-sharded with the batch split by example."""
     if launch is None:
-        loss_fn = lambda b: answer_nll(model, b)  # noqa: E731
+        loss_fn = lambda b: answer_nll(model, b["main"])  # noqa: E731
     else:
         distributed.shard_model(model, launch)
-        loss_fn = lambda b: distributed.rank_answer_nll(model, b, launch)  # noqa: E731
+        loss_fn = lambda b: distributed.rank_answer_nll(model, b["main"], launch)  # noqa: E731
     model.train()
-    train(list(model.parameters()), loss_fn, Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed),
-          cfg, device=device, log_path=log_path, desc=desc, launch=launch)
+    train(list(model.parameters()), loss_fn, Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, seed),
+          cfg, seed=seed, precision=precision, device=device, log_path=log_path, desc=desc, launch=launch)
 
 
 def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> None:
@@ -118,39 +207,51 @@ def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> N
     the main rank gathers the shards and alone writes."""
     dtype = checkpoint_dtype(metadata["precision"])
     if launch is None:
-        io.save_checkpoint(model.cpu(), tokenizer, out_dir, metadata, dtype=dtype)
+        save_checkpoint(model.cpu(), tokenizer, out_dir, metadata, dtype=dtype)
         return
     whole = distributed.gather_on_main(model, launch)
     if launch.is_main:
-        io.save_checkpoint(whole, tokenizer, out_dir, metadata, dtype=dtype)
+        save_checkpoint(whole, tokenizer, out_dir, metadata, dtype=dtype)
     distributed.wait_for_main()
 
 
-@stage("pretrain", version=1, multi_process=True, runs_model=True)
-def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
-    """θp: train the tiny Llama from scratch on the corpus, resolve a named checkpoint, or
-    convert a packaged GGUF file."""
-    model_p = params["model"]
+@dataclass(frozen=True, kw_only=True)
+class PretrainParams(ModelParams):
+    model: dict = setting(help="the config's model section (its source says what pretrain does)")
+    train: TrainSettings | None = setting(None, "the config's pretrain section (source tiny only)")
+    seed: int = setting(0, "seed of the tokenizer, the initialisation and the batches")
+
+
+@stage("pretrain", settings=PretrainParams, runs_model=True, multi_process=True,
+       args=(DATA, Arg(name="out", help="output HF model directory"), LOG))
+def pretrain(params: PretrainParams, data, out, log, device="cpu") -> None:
+    """θp: pretrain the tiny Llama (with its BPE tokenizer) on the corpus, resolve a named HF
+    checkpoint, or convert a packaged GGUF file, into a local model directory."""
+    from unloc.gguf import convert_gguf
+
+    model_p = params.model
     origin = {}  # what a converted θp was made from, for its provenance
     with distributed.process_group(device) as launch:
         device = device if launch is None else launch.device
         main = launch is None or launch.is_main
         if model_p["source"] == "tiny":
+            if params.train is None:
+                raise ConfigError("pretrain --params: a tiny model needs train (the config's pretrain section)")
             arch = {**model_p["tiny"], "max_length": model_p["max_length"]}
             # Every rank builds the same tokenizer and model: both are deterministic given the seed.
-            tokenizer = train_tokenizer(_tokenizer_texts(data_dir), arch["vocab_size"])
-            model = build_tiny_llama(arch, tokenizer, seed=params["seed"]).to(device)
-            examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data_dir, "corpus")]
-            cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
-            log.info("pretraining a %.2fM-parameter Llama on %d documents",
+            tokenizer = train_tokenizer(_tokenizer_texts(data), arch["vocab_size"])
+            model = build_tiny_llama(arch, tokenizer, seed=params.seed).to(device)
+            examples = [encode_text(tokenizer, d["text"], arch["max_length"]) for d in load_role(data, "corpus")]
+            logger.info("pretraining a %.2fM-parameter Llama on %d documents",
                      sum(p.numel() for p in model.parameters()) / 1e6, len(examples))
-            _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
-                                  desc="pretrain", launch=launch)
+            _train_all_parameters(model, tokenizer, examples, params.train, seed=params.seed,
+                                  precision=params.precision, device=device, log_path=log, desc="pretrain",
+                                  launch=launch)
         elif model_p["source"] == "hf":
             # Nothing to train: only the main rank loads the checkpoint, the others wait for it.
             model, tokenizer = resolve_pretrained(model_p["name_or_path"]) if main else (None, None)
             if main:
-                write_log(log_path, [])  # nothing trained; the log says so by being empty
+                write_log(log, [])  # nothing trained; the log says so by being empty
         elif model_p["source"] == "gguf":
             # Converted on the main rank alone, as an hf checkpoint is resolved.
             gguf = model_p["gguf"]
@@ -158,88 +259,120 @@ def pretrain(params: dict, data_dir, out_dir, log_path, device="cpu") -> None:
                                            else (None, None, None))
             if main:
                 origin = {"gguf": converted}
-                write_log(log_path, [])
+                write_log(log, [])
         else:
-            raise ValueError(f"unknown model source {model_p['source']!r}: allowed tiny, hf, gguf")
-        _save_all_parameters(model, tokenizer, out_dir, _provenance("pretrain", params, **origin), launch)
+            raise ConfigError(f"unknown model source {model_p['source']!r}: allowed tiny, hf, gguf")
+        _save_all_parameters(model, tokenizer, out, _provenance("pretrain", params, **origin), launch)
 
 
-@stage("finetune", version=1, multi_process=True, runs_model=True)
-def finetune(params: dict, theta_p, data_dir, split: str, out_dir, log_path, device="cpu") -> None:
-    """θr (split=retain) or θfull (split=full): full-parameter fine-tuning on answer tokens."""
+@dataclass(frozen=True, kw_only=True)
+class FinetuneParams(QaParams):
+    train: TrainSettings = setting(help="the config's finetune_<split> section")
+    seed: int = setting(0, "seed of the batches")
+
+
+@stage("finetune", settings=FinetuneParams, runs_model=True, multi_process=True,
+       args=(Arg(name="model", help="θp model directory"), DATA,
+             Arg(name="split", help="the dataset role to fine-tune on", choices=("retain", "full")),
+             Arg(name="out", help="output HF model directory"), LOG))
+def finetune(params: FinetuneParams, model, data, split: str, out, log, device="cpu") -> None:
+    """Full-parameter fine-tuning on one split: retain → θr, full → θfull."""
+    theta_p = model
     with distributed.process_group(device) as launch:
         # Under torchrun the model is loaded on the CPU and FSDP moves each rank's shard to its
         # GPU, so no GPU ever holds the whole model.
-        model, tokenizer = io.load_checkpoint(theta_p, device=device if launch is None else "cpu")
+        model, tokenizer = load_checkpoint(theta_p, device=device if launch is None else "cpu")
         device = device if launch is None else launch.device
-        examples = encode_records(tokenizer, load_role(data_dir, split), params["max_length"],
-                                  params.get("system_prompt"))
-        cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
-        _train_all_parameters(model, tokenizer, examples, cfg, device=device, log_path=log_path,
-                              desc=f"finetune[{split}]", launch=launch)
-        _save_all_parameters(model, tokenizer, out_dir, _provenance(
+        examples = encode_records(tokenizer, load_role(data, split), params.max_length, params.system_prompt)
+        _train_all_parameters(model, tokenizer, examples, params.train, seed=params.seed, precision=params.precision,
+                              device=device, log_path=log, desc=f"finetune[{split}]", launch=launch)
+        _save_all_parameters(model, tokenizer, out, _provenance(
             "finetune", params, parent=str(theta_p), parent_hash=io.artifact_hash(theta_p)), launch)
 
 
 # --------------------------------------------------------------------------- masks
 
 
-@stage("make_mask", version=1)
-def make_mask(params: dict, model_dir, seed: int, out_target, out_random) -> None:
-    """V_tgt (ratio of all value vectors, seeded) and V_rdm (as many, from outside V_tgt)."""
-    config = io.read_json(Path(model_dir) / "config.json")
-    n_layers, d_ff = config["num_hidden_layers"], config["intermediate_size"]
-    source = {"source_model": str(model_dir), "source_hash": io.artifact_hash(model_dir)}
-    tgt = target_mask(n_layers, d_ff, params["ratio"], seed)
-    rdm = random_mask(tgt, params["ratio"], seed)
-    for mask, path in ((tgt, out_target), (rdm, out_random)):
-        mask.metadata.update(source)
-        save_mask(path, mask)
-    log.info("masks for seed %d: %d of %d value vectors each", seed, tgt.count(), n_layers * d_ff)
+@dataclass(frozen=True, kw_only=True)
+class LocalizeParams:
+    localizer: str = setting(help="a localizer name (localizers.py)")
+    settings: dict = setting(help="the localizer's settings block (masks.<localizer> in the config)")
+    ratio: float = setting(help="share of all entries the mask selects (masks.ratio)", exclusive_minimum=0,
+                           maximum=1)
+    seed: int = setting(help="the mask seed")
+
+
+def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
+    named = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{what} {item!r}: expected NAME=PATH")
+        named[name] = path
+    return named
+
+
+@stage("localize", settings=LocalizeParams, version=2,
+       args=(Arg(name="model", help="the model localized in (θp: only its shapes, for the oracle and random regions)"),
+             Arg(name="mask", help="another localizer's mask of the same seed, e.g. oracle=masks/oracle/s7/"
+                                   "mask.safetensors (repeatable)", required=False, repeat=True),
+             Arg(name="data", help="dataset directory (localizers that score examples)", required=False),
+             Arg(name="out", help="output mask (safetensors)"),
+             Arg(name="scores", help="output scores (safetensors), for localizers that score", required=False)))
+def localize(params: LocalizeParams, model, out, mask=None, data=None, scores=None, device="cpu") -> None:
+    """One localizer's mask for one seed: ratio of all entries at the localizer's granularity
+    (oracle = V_tgt, random = V_rdm drawn outside it); a localizer that scores also writes its scores."""
+    spec = LOCALIZERS.get(params.localizer, "localize --params.localizer")
+    settings = spec.parse(params.settings, f"masks.{spec.name}")
+    given = _named_paths(mask, "--mask")
+    needed = spec.masks(settings)
+    missing = [n for n in needed if n not in given]
+    if missing:
+        raise ConfigError(f"localizer {spec.name} needs the mask of {', '.join(missing)}: give --mask NAME=PATH")
+    if spec.scores and scores is None:
+        raise ConfigError(f"localizer {spec.name} scores value vectors: give --scores")
+    inputs = LocalizerInputs(model_config=io.read_json(Path(model) / "config.json"), model_dir=str(model),
+                             masks={n: load_mask(given[n]) for n in needed}, data_dir=data, device=device)
+    result = run_localizer(spec.name, settings, inputs, params.ratio, params.seed)
+    result.mask.metadata.update({"source_model": str(model), "source_hash": io.artifact_hash(model),
+                                 **{f"mask_{n}": given[n] for n in needed}})
+    save_mask(out, result.mask)
+    if spec.scores:
+        io.write_safetensors(scores, {f"layers.{layer}.down_proj.scores": s for layer, s in result.scores.items()},
+                             {**result.mask.metadata, "format": "unloc-scores/1"})
+    logger.info("%s mask for seed %d: %d of %d %s", spec.name, params.seed, result.mask.count(), result.mask.size(),
+             result.mask.granularity)
 
 
 # --------------------------------------------------------------------------- masked training
 
 
-def masked_train(model, mask, loss_fn, batcher: Batcher, cfg: TrainConfig, *, device, log_path, desc):
-    """Train only the masked value vectors; return the sparse delta payload vs the start."""
-    check_mask_fits(mask, model)
-    indices = mask.indices()
-    before = gather_columns(model, indices)
-    model.to(device).train()
-    params = attach_masked_columns(model, indices)
-    train(params, loss_fn, batcher, cfg, device=device, log_path=log_path, desc=desc)
-    detach_masked_columns(model)
-    return column_delta(model.cpu(), before, indices)
+@dataclass(frozen=True, kw_only=True)
+class InjectParams(QaParams):
+    train: InjectSettings = setting(help="the config's inject section")
+    seed: int = setting(0, "seed of the batches")
 
 
-@stage("inject_forget", version=1, runs_model=True)
-def inject_forget(params: dict, theta_r, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
-    """θo: learn the forget set inside V_tgt only, with lambda_retain * retain loss."""
-    model, tokenizer = io.load_checkpoint(theta_r)
+@stage("inject_forget", settings=InjectParams, version=2, runs_model=True,
+       args=(Arg(name="model", help="θr model directory"), Arg(name="mask", help="the oracle mask (safetensors)"),
+             DATA, Arg(name="out", help="output delta (safetensors)"), LOG))
+def inject_forget(params: InjectParams, model, mask, data, out, log, device="cpu") -> None:
+    """θo: train θr on the forget set with updates only inside the oracle mask V_tgt
+    (loss L_forget + lambda_retain * L_retain); writes a sparse delta on θr."""
+    theta_r, mask_path = model, mask
+    model, tokenizer = load_checkpoint(theta_r)
     mask = load_mask(mask_path, model)
-    encode = lambda role: encode_records(tokenizer, load_role(data_dir, role), params["max_length"],  # noqa: E731
-                                         params.get("system_prompt"))
-    cfg = TrainConfig.from_params(params["train"], seed=params["seed"], precision=precision_of(params))
-    batcher = Batcher(encode("forget"), cfg.batch_size, tokenizer.pad_token_id, cfg.seed, paired=encode("retain"))
-    lam = params["train"]["lambda_retain"]
-    columns = masked_train(model, mask, lambda b: forget_retain_nll(model, b, lam), batcher, cfg,
-                           device=device, log_path=log_path, desc="inject_forget")
-    io.save_delta(out_delta, columns, parent=theta_r,
+    encode = lambda role: encode_records(tokenizer, load_role(data, role), params.max_length,  # noqa: E731
+                                         params.system_prompt)
+    cfg = params.train
+    batcher = Batcher(encode("forget"), cfg.batch_size, tokenizer.pad_token_id, params.seed, main="forget",
+                      paired={"retain": encode("retain")})
+    lam = cfg.lambda_retain
+    entries = masked_train(model, mask, lambda b: forget_retain_nll(model, b["forget"], b["retain"], lam), batcher,
+                           cfg, seed=params.seed, precision=params.precision, device=device, log_path=log,
+                           desc="inject_forget")
+    io.save_delta(out, entries, parent=theta_r, granularity=mask.granularity,
                   metadata=_provenance("inject_forget", params, mask=str(mask_path)))
-
-
-# --------------------------------------------------------------------------- unlearning
-
-
-@torch.no_grad()
-def _sequence_logprobs(model, examples, pad_id, batch_size, device, precision) -> torch.Tensor:
-    """log p(y|x) of every example under a frozen model (the NPO/DPO reference, θo)."""
-    model.eval()
-    with autocast_context(device, precision):
-        out = [sequence_logprob(model, to_device(collate(examples[i:i + batch_size], pad_id), device))
-               for i in range(0, len(examples), batch_size)]
-    return torch.cat(out)
 
 
 def _idk_answers(idk: list[dict], n: int, seed: int) -> list[str]:
@@ -248,143 +381,276 @@ def _idk_answers(idk: list[dict], n: int, seed: int) -> list[str]:
     return [rng.choice(idk)["answer"] for _ in range(n)]
 
 
-def objective_loss(name: str, hparams: dict, model, tokenizer, forget, data_dir, params, device):
-    """The loss of one batch for objective ``name``, its per-example inputs prepared once on θo.
-
-    Returns ``(loss_fn, aligned)``: ``aligned`` is the set DPO pairs with each forget item.
-    """
-    fn, pad, precision = OBJECTIVES[name], tokenizer.pad_token_id, precision_of(params)
-    if name == "wga":
-        return (lambda b: fn(model, b, alpha=hparams["alpha"])), None
-    if name == "npo":
-        ref = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device, precision)
-        return (lambda b: fn(model, b, beta=hparams["beta"], ref_logprob=ref[b["index"]])), None
-    if name == "dpo":
-        records = load_role(data_dir, "forget")
-        idk = encode_records(tokenizer, [{"question": r["question"], "answer": a} for r, a in zip(
-            records, _idk_answers(load_role(data_dir, "idk"), len(records), params["seed"]))],
-            params["max_length"], params.get("system_prompt"))
-        ref_lose = _sequence_logprobs(model.to(device), forget, pad, params["eval_batch_size"], device, precision)
-        ref_win = _sequence_logprobs(model, idk, pad, params["eval_batch_size"], device, precision)
-        return (lambda b: fn(model, b, beta=hparams["beta"], ref_win=ref_win[b["main"]["index"]],
-                             ref_lose=ref_lose[b["main"]["index"]])), idk
-    if name == "rmu":
-        steering = rmu_steering(model.config.hidden_size, hparams["scale"], hparams["steering_seed"]).to(device)
-        return (lambda b: fn(model, b, layer=hparams["layer"], steering=steering)), None
-    raise ValueError(f"unknown objective {name!r}: allowed {', '.join(OBJECTIVES)}")
+@dataclass(frozen=True, kw_only=True)
+class UnlearnParams(QaParams):
+    objective: str = setting(help="an objective name (objectives.py)")
+    block: dict = setting(help="the objective's config block, unlearn.<objective>: lr, regularizer, its settings")
+    train: LoopSettings = setting(help="the config's unlearn.train section (the LR is the objective's)")
+    eval_batch_size: int = setting(32, "batch size of the reference log-likelihoods", minimum=1)
+    scenario: str = setting("injected", "what unlearning starts from, recorded on its curves: injected = θo "
+                                        "(seeds/000 Section 4)")
+    seed: int = setting(0, "seed of the batches and of the IDK answers")
 
 
-@stage("unlearn", version=1, runs_model=True)
-def unlearn(params: dict, theta_o, mask_path, data_dir, out_delta, log_path, device="cpu") -> None:
-    """θu: unlearn the forget set from θo with updates only inside one mask (Oracle or Random)."""
-    name = params["objective"]
-    model, tokenizer = io.load_checkpoint(theta_o)
+def _sub_batch_sets(needs, tokenizer, data, params: UnlearnParams) -> dict[str, list]:
+    """The encoded examples of every sub-batch the run's losses read (objectives.SUB_BATCHES)."""
+    encode = lambda records: encode_records(tokenizer, records, params.max_length, params.system_prompt)  # noqa: E731
+    forget_records = load_role(data, "forget")
+    sets = {"forget": encode(forget_records)}
+    if "retain" in needs:
+        sets["retain"] = encode(load_role(data, "retain"))
+    if "idk" in needs:
+        answers = _idk_answers(load_role(data, "idk"), len(forget_records), params.seed)
+        sets["idk"] = encode([{"question": r["question"], "answer": a} for r, a in zip(forget_records, answers)])
+    return sets
+
+
+@dataclass
+class Unlearning:
+    """One unlearning run set up: the parsed objective block, the loss of a step, the batches and
+    the training settings (the LR is the objective's)."""
+
+    run: ObjectiveRun
+    loss_fn: Callable[[dict], torch.Tensor]
+    batcher: Batcher
+    train: TrainSettings
+
+
+def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu") -> Unlearning:
+    """Everything an unlearning run needs before it trains; its references are ``model`` as it is now."""
+    run = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
+    sets = _sub_batch_sets(run.needs, tokenizer, data, params)
+    ctx = LossContext(model, sets, tokenizer.pad_token_id, device=device, precision=params.precision,
+                      eval_batch_size=params.eval_batch_size)
+    loss_fn = prepare_loss(run, ctx)
+    loop = {f.name: getattr(params.train, f.name) for f in fields(LoopSettings)}
+    cfg = TrainSettings(**loop, lr=run.lr)
+    batcher = Batcher(sets["forget"], cfg.batch_size, tokenizer.pad_token_id, params.seed, main="forget",
+                      aligned={n: sets[n] for n in run.needs if n == "idk"},
+                      paired={n: sets[n] for n in run.needs if n == "retain"})
+    return Unlearning(run, loss_fn, batcher, cfg)
+
+
+@stage("unlearn", settings=UnlearnParams, version=2, runs_model=True,
+       args=(Arg(name="model", help="θo (a delta on θr)"), Arg(name="mask", help="the localizer's mask (safetensors)"),
+             DATA, Arg(name="out", help="output delta (safetensors)"), LOG))
+def unlearn(params: UnlearnParams, model, mask, data, out, log, device="cpu") -> None:
+    """θu: unlearn the forget set from θo with one objective (plus its regularizer, if any),
+    with updates only inside one localizer's mask; writes a sparse delta on θo."""
+    parse_objective(params.objective, params.block, f"unlearn.{params.objective}")  # before any file is read
+    theta_o, mask_path = model, mask
+    model, tokenizer = load_checkpoint(theta_o)
     mask = load_mask(mask_path, model)
-    forget = encode_records(tokenizer, load_role(data_dir, "forget"), params["max_length"], params.get("system_prompt"))
-    hparams = params["hparams"]
-    loss_fn, aligned = objective_loss(name, hparams, model, tokenizer, forget, data_dir, params, device)
-    cfg = TrainConfig.from_params(params["train"], lr=hparams["lr"], seed=params["seed"],
-                                  precision=precision_of(params))
-    batcher = Batcher(forget, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, aligned=aligned)
-    columns = masked_train(model, mask, loss_fn, batcher, cfg, device=device, log_path=log_path,
-                           desc=f"unlearn[{name}]")
-    io.save_delta(out_delta, columns, parent=theta_o,
-                  metadata=_provenance("unlearn", params, mask=str(mask_path)))
+    run = prepare_unlearning(params, model, tokenizer, data, device)
+    entries = masked_train(model, mask, run.loss_fn, run.batcher, run.train, seed=params.seed,
+                           precision=params.precision, device=device, log_path=log,
+                           desc=f"unlearn[{params.objective}]")
+    labels = {"objective": params.objective, "localizer": mask.metadata.get("method", "?"),
+              "seed": mask.metadata.get("seed", "?"), "scenario": params.scenario}
+    io.save_delta(out, entries, parent=theta_o, granularity=mask.granularity,
+                  metadata=_provenance("unlearn", params, mask=str(mask_path), **labels))
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-@stage("es", version=1, runs_model=True)
-def es(params: dict, checkpoint, data_dir, out_json, device="cpu") -> None:
-    """Mean teacher-forced ES of one model on the forget and retain splits."""
-    model, tokenizer = io.load_checkpoint(checkpoint, device=device)
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    """The config's ``eval`` section: ES of single checkpoints (the sanity check)."""
+
+    batch_size: int = setting(help="examples per forward pass", minimum=1)
+    es_convention: Literal["paper", "open_unlearning"] = setting("paper", "ES convention (docs/metrics.md)")
+    max_items: int | None = setting(None, "at most this many items per split; null: all", minimum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsParams(QaParams):
+    eval: EvalSettings = setting(help="the config's eval section")
+
+
+@stage("es", settings=EsParams, runs_model=True, args=(MODEL, DATA, Arg(name="out", help="output JSON")))
+def es(params: EsParams, model, data, out, device="cpu") -> None:
+    """Mean teacher-forced Extraction Strength of a model on the forget and retain splits."""
+    checkpoint = model
+    model, tokenizer = load_checkpoint(checkpoint, device=device)
     result = {"checkpoint": str(checkpoint)}
     start = time.time()
     for role in ("forget", "retain"):
-        records = load_role(data_dir, role)
-        limit = params.get("max_items")
-        if limit:
-            records = records[:limit]
-        examples = [encode_qa(tokenizer, r["question"], r["answer"], params["max_length"], params.get("system_prompt"))
+        records = load_role(data, role)[:params.eval.max_items]
+        examples = [encode_qa(tokenizer, r["question"], r["answer"], params.max_length, params.system_prompt)
                     for r in records]
-        with autocast_context(device, precision_of(params)):
-            scores = per_example_es(model, examples, tokenizer.pad_token_id, params["batch_size"], device,
-                                    params["es_convention"])
+        with autocast_context(device, params.precision):
+            scores = per_example_es(model, examples, tokenizer.pad_token_id, params.eval.batch_size, device,
+                                    params.eval.es_convention)
         result[f"es_{role}"] = float(scores.mean())
         result[f"n_{role}"] = len(examples)
     result["seconds"] = round(time.time() - start, 2)
-    io.write_json(out_json, result)
+    io.write_json(out, result)
 
 
-def _tofu_eval_config(params, device):
+def _tofu_eval_config(batching, qa: QaParams, device, max_new_tokens: int = 0):
     from unloc.metrics.tofu import TofuEvalConfig
 
-    return TofuEvalConfig(max_length=params["max_length"], batch_size=params["batch_size"],
-                          max_new_tokens=params["max_new_tokens"], system_prompt=params.get("system_prompt"),
-                          device=device)
+    return TofuEvalConfig(max_length=qa.max_length, batch_size=batching.batch_size, max_new_tokens=max_new_tokens,
+                          system_prompt=qa.system_prompt, device=device)
 
 
-@stage("reference_stats", version=2, runs_model=True)
-def reference_stats(params: dict, checkpoint, data_dir, out_path, device="cpu") -> None:
-    """θr's raw per-item forget truth ratios, computed once: the sample FQ's KS test compares to."""
+@dataclass(frozen=True, kw_only=True)
+class ReferenceParams(QaParams):
+    batch_size: int = setting(help="sequences per forward pass", minimum=1)
+
+
+@stage("reference_stats", settings=ReferenceParams, version=3, runs_model=True,
+       args=(Arg(name="model", help="θr model directory"), DATA, Arg(name="out", help="output (safetensors)")))
+def reference_stats(params: ReferenceParams, model, data, out, device="cpu") -> None:
+    """θr's raw per-item forget truth ratios, computed once: the sample every FQ's KS test compares to."""
     from unloc.metrics.tofu import forget_truth_ratios
 
-    model, tokenizer = io.load_checkpoint(checkpoint, device=device)
-    with autocast_context(device, precision_of(params)):
-        tr = forget_truth_ratios(model, tokenizer, load_role(data_dir, "forget_perturbed"),
-                                 _tofu_eval_config(params, device))
-    io.write_safetensors(out_path, {"forget_truth_ratio": tr.double()},
+    checkpoint = model
+    model, tokenizer = load_checkpoint(checkpoint, device=device)
+    with autocast_context(device, params.precision):
+        tr = forget_truth_ratios(model, tokenizer, load_role(data, "forget_perturbed"),
+                                 _tofu_eval_config(params, params, device))
+    io.write_safetensors(out, {"forget_truth_ratio": tr.double()},
                          _provenance("reference_stats", params, model=str(checkpoint)))
 
 
-def curve_columns() -> list[str]:
-    from unloc.metrics.tofu import UTILITY_PARTS
+@dataclass(frozen=True, kw_only=True)
+class MixSettings:
+    """The config's ``mix`` section: the mixing sweeps and what they score at every point."""
 
-    return ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
+    alphas: int = setting(21, "number of α points from 0 to 1 (21: steps of 0.05)", minimum=2)
+    batch_size: int = setting(help="sequences per forward pass", minimum=1)
+    max_new_tokens: int = setting(help="greedy generation length for ROUGE-L", minimum=1)
+    rs_items: Literal["retain_perturbed", "all"] | int = setting(
+        "retain_perturbed", "RS on MU's retain items, scored in the same pass (retain_perturbed), on all retain "
+                            "items (all) or on the first N", minimum=1)
+    metrics: tuple[str, ...] = setting(("es", "fq", "mu"), "curve metrics, in column order (metrics/curve.py)")
+
+    def __post_init__(self):
+        from unloc.metrics.curve import CURVE_METRICS
+
+        for i, name in enumerate(self.metrics):
+            CURVE_METRICS.get(name, f"metrics[{i}]")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics {list(self.metrics)} name a curve metric twice")
 
 
-@stage("mix_eval", version=3, runs_model=True)
-def mix_eval(params: dict, theta_u, reference, data_dir, out_csv, device="cpu") -> None:
-    """One row per α of θ(α) = (1 - α) θo + α θu: ES forget/retain, FS, RS, FQ, MU and its parts."""
-    from unloc.metrics.point import RS_FROM_MU_PASS, check_forget_items, evaluate_point
-    from unloc.mixing import ColumnMixer, alpha_grid
+@dataclass(frozen=True, kw_only=True)
+class MixParams(QaParams):
+    mix: MixSettings = setting(help="the config's mix section")
+    es_convention: Literal["paper", "open_unlearning"] = setting("paper", "ES convention (eval.es_convention)")
 
+
+class _PointEvaluator:
+    """Scores one model with the curve metrics the params name, on the roles they read."""
+
+    def __init__(self, params: MixParams, tokenizer, data, device):
+        from unloc.metrics.curve import RS_FROM_MU_PASS, check_forget_items
+
+        self.params, self.tokenizer, self.device = params, tokenizer, device
+        self.cfg = _tofu_eval_config(params.mix, params, device, params.mix.max_new_tokens)
+        self.roles = {r: load_role(data, r) for r in ("forget_perturbed", "retain_perturbed",
+                                                      "real_authors_perturbed", "world_facts_perturbed")}
+        check_forget_items(load_role(data, "forget"), self.roles["forget_perturbed"])
+        self.retain_es = None
+        rs_items = params.mix.rs_items
+        if rs_items != RS_FROM_MU_PASS:
+            retain = load_role(data, "retain")[: None if rs_items == "all" else rs_items]
+            self.retain_es = encode_records(tokenizer, retain, params.max_length, params.system_prompt)
+
+    def __call__(self, model, reference_tr) -> dict[str, float]:
+        from unloc.metrics.curve import PointScores, evaluate_point
+
+        point = PointScores(model, self.tokenizer, self.roles, self.cfg, self.params.es_convention, reference_tr,
+                            self.retain_es)
+        with autocast_context(self.device, self.params.precision):
+            return evaluate_point(point, self.params.mix.metrics)
+
+
+def _reference_tr(path) -> torch.Tensor:
+    tensors, _ = io.read_safetensors(path)
+    if "forget_truth_ratio" not in tensors:
+        raise io.ArtifactError(f"{path}: not θr's truth ratios (no forget_truth_ratio tensor)")
+    return tensors["forget_truth_ratio"]
+
+
+def point_columns(params: MixParams) -> list[str]:
+    from unloc.metrics.curve import curve_columns
+
+    return ["alpha", *curve_columns(params.mix.metrics)]
+
+
+@stage("score_point", settings=MixParams, runs_model=True,
+       args=(MODEL, Arg(name="reference", help="θr's forget truth ratios from reference_stats"), DATA,
+             Arg(name="out", help="output CSV (one row)")))
+def score_point(params: MixParams, model, reference, data, out, device="cpu") -> None:
+    """Every curve metric of one model, as one CSV row at α = 0: θo's point, which every mixing
+    sweep of its seed starts from and shares."""
+    model, tokenizer = load_checkpoint(model, device=device)
+    row = _PointEvaluator(params, tokenizer, data, device)(model, _reference_tr(reference))
+    io.write_csv(out, [{"alpha": 0.0, **row}], point_columns(params))
+
+
+CURVE_LABELS = ("scenario", "objective", "localizer", "seed")
+
+
+@stage("mix_eval", settings=MixParams, version=4, runs_model=True,
+       args=(Arg(name="model", help="θu (a delta on θo)"),
+             Arg(name="reference", help="θr's forget truth ratios from reference_stats"), DATA,
+             Arg(name="origin", help="θo's row from score_point (α = 0); without it α = 0 is scored here",
+                 required=False),
+             Arg(name="out", help="output curve.csv")))
+def mix_eval(params: MixParams, model, reference, data, out, origin=None, device="cpu") -> None:
+    """Model mixing θ(α) = (1-α)θo + αθu over an α grid: one curve.csv row per α with its
+    labels (scenario, objective, localizer, seed: from θu's metadata) and every curve metric."""
+    from unloc.mixing import DeltaMixer, alpha_grid
+
+    theta_u = model
     io.delta_chain(theta_u)  # verifies every parent link before anything is computed
     delta = io.load_delta(theta_u)
-    model, tokenizer = io.load_checkpoint(delta.parent, device=device)  # θo
-    mixer = ColumnMixer(model, delta)
-    ref_tr = io.read_safetensors(reference)[0]["forget_truth_ratio"]
-    cfg = _tofu_eval_config(params, device)
-    roles = {r: load_role(data_dir, r) for r in ("forget_perturbed", "retain_perturbed",
-                                                 "real_authors_perturbed", "world_facts_perturbed")}
-    check_forget_items(load_role(data_dir, "forget"), roles["forget_perturbed"])
-    rs_items = params["rs_items"]
-    retain_es = None
-    if rs_items != RS_FROM_MU_PASS:
-        retain = load_role(data_dir, "retain")[: None if rs_items == "all" else rs_items]
-        retain_es = encode_records(tokenizer, retain, params["max_length"], params.get("system_prompt"))
+    labels = {k: delta.metadata.get(k, "") for k in CURVE_LABELS}
+    model, tokenizer = load_checkpoint(delta.parent, device=device)  # θo
+    columns = point_columns(params)
     rows = []
-    for alpha in tqdm(alpha_grid(params["alphas"]), desc="mix_eval", unit="α", mininterval=2.0):
+    alphas = alpha_grid(params.mix.alphas)
+    if origin is not None:
+        rows.append(_origin_row(origin, columns))
+        alphas = alphas[1:]
+    evaluate = _PointEvaluator(params, tokenizer, data, device)
+    reference_tr = _reference_tr(reference)
+    mixer = DeltaMixer(model, delta)
+    for alpha in tqdm(alphas, desc="mix_eval", unit="α", mininterval=2.0):
         mixer.set_alpha(alpha)  # fp32 arithmetic on the fp32 weights; only the forward passes autocast
-        with autocast_context(device, precision_of(params)):
-            point = evaluate_point(model, tokenizer, roles, ref_tr, cfg, params["es_convention"], retain_es)
-        rows.append({"alpha": alpha, **point})
-    io.write_csv(out_csv, rows, curve_columns())
+        rows.append({"alpha": alpha, **evaluate(model, reference_tr)})
+    io.write_csv(out, [{**labels, **r} for r in rows], [*CURVE_LABELS, *columns])
 
 
-@stage("sanity", version=1)
-def sanity(named_results: dict[str, str], out_csv) -> None:
-    """One row per checkpoint; rows named ``theta_o[s*]`` are also averaged into ``theta_o``."""
-    rows = [{"checkpoint": name, **_es_of(path)} for name, path in named_results.items()]
+def _origin_row(path, columns: list[str]) -> dict[str, str]:
+    """score_point's row as written (strings: the curve keeps exactly the numbers it wrote)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) != 1 or list(rows[0]) != columns or float(rows[0]["alpha"]) != 0.0:
+        raise io.ArtifactError(f"{path}: expected one α = 0 row with the columns {', '.join(columns)}")
+    return rows[0]
+
+
+@stage("sanity", args=(Arg(name="result", help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json",
+                           repeat=True, metavar="NAME=JSON"),
+                       Arg(name="out", help="output sanity.csv")))
+def sanity(result: list[str], out) -> None:
+    """Collect ES results into results/{name}/sanity.csv; rows named theta_o[s*] are also averaged into theta_o."""
+    rows = [{"checkpoint": name, **_es_of(path)} for name, path in _named_paths(result, "--result").items()]
     seeds = [r for r in rows if r["checkpoint"].startswith("theta_o[")]
     if seeds:
         rows.insert(next(i for i, r in enumerate(rows) if r in seeds), {
             "checkpoint": "theta_o",
             "es_forget": sum(r["es_forget"] for r in seeds) / len(seeds),
             "es_retain": sum(r["es_retain"] for r in seeds) / len(seeds)})
-    io.write_csv(out_csv, [{"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
-                            "es_retain": f"{r['es_retain']:.4f}"} for r in rows],
+    io.write_csv(out, [{"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
+                        "es_retain": f"{r['es_retain']:.4f}"} for r in rows],
                  ["checkpoint", "es_forget", "es_retain"])
 
 
@@ -396,31 +662,52 @@ def _es_of(path) -> dict:
 # --------------------------------------------------------------------------- tables and figures
 
 
-@stage("table2", version=1)
-def table2(params: dict, model_name: str, curve_paths: list[str], out_csv, out_md) -> None:
-    """Table 2 from the mixing curves (tables.py)."""
-    from unloc.tables import write_table2
-
-    write_table2(curve_paths, model_name, params, out_csv, out_md)
+@dataclass(frozen=True, kw_only=True)
+class TableParams:
+    table: str = setting(help="a table name (tables.py)")
+    stats: dict = setting(help="the config's stats section (stats.StatsSettings)")
 
 
-@stage("figure", version=1)
-def figure(kind: str, model_name: str, curve_paths: list[str], out_png, out_pdf) -> None:
-    """FS-RS or MU-FQ curves from the mixing curves (figures.py)."""
-    from unloc.figures import plot_curves
+CURVES = Arg(name="curves", help="curve.csv files of the mixing sweeps", positional=True, repeat=True)
+NAME = Arg(name="name", help="experiment name for the title")
 
-    plot_curves(curve_paths, kind, model_name, out_png, out_pdf)
+
+@stage("table", settings=TableParams,
+       args=(NAME, Arg(name="out_csv", help="output CSV"), Arg(name="out_md", help="output markdown"), CURVES))
+def table(params: TableParams, name, out_csv, out_md, curves) -> None:
+    """One registered table (tables.py) from mixing curves, as CSV and markdown."""
+    from unloc.tables import write_table
+
+    write_table(params.table, params.stats, curves, name, out_csv, out_md)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FigureParams:
+    figure: str = setting(help="a figure name (figures.py)")
+
+
+@stage("figure", settings=FigureParams,
+       args=(NAME, Arg(name="out_png", help="output PNG"), Arg(name="out_pdf", help="output PDF"), CURVES))
+def figure(params: FigureParams, name, out_png, out_pdf, curves) -> None:
+    """One registered figure (figures.py) from mixing curves, as PNG and PDF."""
+    from unloc.figures import plot_figure
+
+    plot_figure(params.figure, curves, name, out_png, out_pdf)
 
 
 # --------------------------------------------------------------------------- export
 
 
-def export(artifact, out_dir, precision: str | None = None) -> None:
-    """Materialise a checkpoint or delta chain as a full HF directory, in the dtype of
-    ``precision``: by default the precision the artifact was made under (fp32 where it records none)."""
-    distributed.refuse_multi_process("export")
+@stage("export", workflow=False,
+       args=(Arg(name="artifact", help="delta (.safetensors) or model directory", positional=True),
+             Arg(name="out", help="output HF model directory", positional=True),
+             Arg(name="precision", help="dtype of the written weights (default: the precision the artifact was "
+                                        "made under)", required=False, choices=PRECISIONS)))
+def export(artifact, out, precision: str | None = None) -> None:
+    """Materialise a delta chain (or copy a checkpoint) as a full HF model directory, in the dtype
+    of ``precision``: by default the precision the artifact was made under (fp32 where it records none)."""
     precision = precision or io.artifact_metadata(artifact).get("precision", "fp32")
-    model, tokenizer = io.load_checkpoint(artifact)
+    model, tokenizer = load_checkpoint(artifact)
     metadata = {"stage": "export", "source": str(artifact), "source_hash": io.artifact_hash(artifact),
                 "precision": precision}
-    io.save_checkpoint(model, tokenizer, out_dir, metadata, dtype=checkpoint_dtype(precision))
+    save_checkpoint(model, tokenizer, out, metadata, dtype=checkpoint_dtype(precision))

@@ -15,9 +15,13 @@ and are written out in ``docs/statistics.md``:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as _sps
+
+from unloc.registry import setting
 
 __all__ = [
     "aues",
@@ -291,3 +295,22 @@ def _p_value(null: np.ndarray, observed: float, plus_one: bool) -> float:
     count = int(np.count_nonzero(null >= observed - tol))
     n = null.size
     return (count + 1) / (n + 1) if plus_one else count / n
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class TostMargins:
+    aues: float = setting(0.02, "equivalence margin for AUES (Oracle - Random)", exclusive_minimum=0)
+    mu95: float = setting(1.0, "equivalence margin for MU95, in log10 FQ", exclusive_minimum=0)
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """The tests every table runs (the config's ``stats`` section)."""
+
+    n_resamples: int = setting(10000, "permutation, shuffle and bootstrap resamples", minimum=100)
+    seed: int = setting(0, "seed of the resampling")
+    plus_one: bool = setting(False, "p = (count + 1) / (n + 1) instead of the paper's count / n")
+    tost_margin: TostMargins = setting(TostMargins(), "TOST equivalence margins per curve statistic")

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from tinymodels import SENTENCES, make_tiny_model
 from unloc.models import train_tokenizer
+
+from tinymodels import SENTENCES, make_tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)

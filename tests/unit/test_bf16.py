@@ -15,15 +15,21 @@ import pytest
 import torch
 from torch import nn
 
-from tinymodels import make_tiny_model, random_lm_batch
-from unloc import io, optim, stages
+from unloc import io, stages, train
+from unloc.checkpoints import load_checkpoint
 from unloc.data import build_dataset, load_role, write_dataset
 from unloc.data.collate import encode_records
-from unloc.masks import load_mask, save_mask, target_mask
+from unloc.localizers import oracle_mask
+from unloc.masks import load_mask, save_mask
+from unloc.metrics.curve import curve_columns
 from unloc.models import MaskedDownProj
-from unloc.objectives import answer_nll
-from unloc.precision import autocast_context, precision_of
-from unloc.train import Batcher, TrainConfig
+from unloc.objectives import LossContext
+from unloc.precision import autocast_context, check_precision
+from unloc.registry import ConfigError
+from unloc.scoring import answer_nll
+from unloc.train import Batcher, TrainSettings, masked_train
+
+from tinymodels import make_tiny_model, random_lm_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -36,14 +42,14 @@ PRETRAIN = {**BF16, "model": {"source": "tiny", "max_length": 64, "tiny": TINY},
             "train": {"lr": 1e-2, "epochs": 8, "batch_size": 4}}
 INJECT = {**BF16, "max_length": 96, "system_prompt": None, "seed": 0,
           "train": {"lr": 1e-2, "epochs": 2, "batch_size": 4, "weight_decay": 0.01, "lambda_retain": 2.0}}
-ES = {"max_length": 96, "system_prompt": None, "batch_size": 16, "es_convention": "paper", "max_items": None}
-REFERENCE = {"max_length": 96, "system_prompt": None, "batch_size": 16, "max_new_tokens": 8}
+ES = {"max_length": 96, "system_prompt": None, "eval": {"batch_size": 16}}
+REFERENCE = {"max_length": 96, "system_prompt": None, "batch_size": 16}
 MASK_SEED = 7
 UNLEARN = {"train": {"epochs": 1, "batch_size": 4, "weight_decay": 0.01}, "eval_batch_size": 8, "seed": 0,
            "max_length": 96, "system_prompt": None}
-HPARAMS = {"wga": {"lr": 1e-2, "alpha": 0.1}, "npo": {"lr": 1e-2, "beta": 0.5}, "dpo": {"lr": 1e-2, "beta": 0.5},
-           "rmu": {"lr": 1e-2, "layer": 1, "scale": 2.0, "steering_seed": 0}}
-MIX = {**REFERENCE, "alphas": 2, "rs_items": "retain_perturbed", "es_convention": "paper"}
+BLOCKS = {"ga": {"lr": 1e-2}, "wga": {"lr": 1e-2, "alpha": 0.1}, "npo": {"lr": 1e-2, "beta": 0.5},
+          "dpo": {"lr": 1e-2, "beta": 0.5}, "rmu": {"lr": 1e-2, "layer": 1, "scale": 2.0, "steering_seed": 0}}
+MIX = {"max_length": 96, "system_prompt": None, "mix": {"alphas": 2, "batch_size": 16, "max_new_tokens": 8}}
 
 # Measured (torch 2.13 CPU): bf16 autocast moves θo's logits by at most 0.026 (largest |logit|
 # 5.6), summed answer log-likelihoods (-150 to -200 nats) by at most 0.03 and forget truth ratios
@@ -62,7 +68,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("bf16")
     write_dataset(build_dataset(DATA), root / "data")
     stages.pretrain(PRETRAIN, root / "data", root / "theta_p", root / "pretrain.csv")
-    save_mask(root / "target.safetensors", target_mask(TINY["num_layers"], TINY["intermediate_size"], 0.1, MASK_SEED))
+    save_mask(root / "target.safetensors", oracle_mask(TINY["num_layers"], TINY["intermediate_size"], 0.1, MASK_SEED))
     stages.inject_forget(INJECT, root / "theta_p", root / "target.safetensors", root / "data",
                          root / "theta_o.safetensors", root / "inject.csv")
     return root
@@ -87,12 +93,13 @@ def linear_output_dtypes():
 def recording_optimizers(monkeypatch) -> list[torch.optim.Optimizer]:
     """Every optimizer the training loop creates from now on."""
     created = []
+    build = train.build_optimizer
 
-    def adamw(params, lr, weight_decay):
-        created.append(optim.adamw(params, lr, weight_decay))
+    def recorded(*args):
+        created.append(build(*args))
         return created[-1]
 
-    monkeypatch.setitem(optim.OPTIMIZERS, "adamw", adamw)
+    monkeypatch.setattr(train, "build_optimizer", recorded)
     return created
 
 
@@ -113,22 +120,22 @@ def logged_losses(path) -> list[tuple[int, float]]:
 def retain_batcher(tokenizer, data_dir, n_items=12) -> Batcher:
     """One batch of the first retain items: few steps suffice to fit it through 10% of the value vectors."""
     records = load_role(data_dir, "retain")[:n_items]
-    return Batcher(encode_records(tokenizer, records, 96), n_items, tokenizer.pad_token_id, seed=0)
+    return Batcher(encode_records(tokenizer, records, 96), n_items, tokenizer.pad_token_id, seed=0, main="retain")
 
 
 # --------------------------------------------------------------------------- masked training
 
 
 def test_masked_training_runs_bf16_forwards_on_fp32_master_columns(built, tmp_path, monkeypatch):
-    model, tokenizer = io.load_checkpoint(built / "theta_p")
+    model, tokenizer = load_checkpoint(built / "theta_p")
     off_the_bf16_grid(model)
     mask = load_mask(built / "target.safetensors", model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizers = recording_optimizers(monkeypatch)
-    cfg = TrainConfig(lr=1e-1, epochs=8, batch_size=12, precision="bf16")
+    cfg = TrainSettings(lr=1e-1, epochs=8, batch_size=12)
     with linear_output_dtypes() as seen:
-        stages.masked_train(model, mask, lambda b: answer_nll(model, b), retain_batcher(tokenizer, built / "data"),
-                            cfg, device="cpu", log_path=tmp_path / "log.csv", desc="test")
+        masked_train(model, mask, lambda b: answer_nll(model, b["retain"]), retain_batcher(tokenizer, built / "data"),
+                     cfg, seed=0, precision="bf16", device="cpu", log_path=tmp_path / "log.csv", desc="test")
 
     # every matrix product of the forward passes ran in bf16, the masked down projections included
     assert seen == {"Linear": {torch.bfloat16}, "MaskedDownProj": {torch.bfloat16}}
@@ -164,18 +171,18 @@ def test_masked_training_runs_bf16_forwards_on_fp32_master_columns(built, tmp_pa
 
 
 def test_training_loop_autocasts_the_loss_only_under_bf16(built, tmp_path):
-    model, tokenizer = io.load_checkpoint(built / "theta_p")
+    model, tokenizer = load_checkpoint(built / "theta_p")
     mask = load_mask(built / "target.safetensors", model)
     for precision, expected in (("fp32", False), ("bf16", True)):
         autocast_on = []
 
-        def loss_fn(batch):
+        def loss_fn(batch, autocast_on=autocast_on):
             autocast_on.append(torch.is_autocast_enabled("cpu"))
-            return answer_nll(model, batch)
+            return answer_nll(model, batch["retain"])
 
-        cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=12, precision=precision)
-        stages.masked_train(model, mask, loss_fn, retain_batcher(tokenizer, built / "data"), cfg,
-                            device="cpu", log_path=None, desc="test")
+        cfg = TrainSettings(lr=1e-3, epochs=1, batch_size=12)
+        masked_train(model, mask, loss_fn, retain_batcher(tokenizer, built / "data"), cfg, seed=0,
+                     precision=precision, device="cpu", log_path=None, desc="test")
         assert autocast_on and set(autocast_on) == {expected}, precision
 
 
@@ -189,7 +196,7 @@ def test_bf16_checkpoint_is_written_in_bf16_and_loads_as_fp32(built):
     assert io.read_json(theta_p / "config.json")["dtype"] == "bfloat16"
     assert io.artifact_metadata(theta_p)["precision"] == "bf16"
 
-    model, _ = io.load_checkpoint(theta_p)
+    model, _ = load_checkpoint(theta_p)
     state = model.state_dict()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     for key, stored in weights.items():
@@ -212,7 +219,7 @@ def test_delta_trained_under_bf16_is_fp32_and_records_bf16(built):
     assert metadata["precision"] == "bf16"
     # fp32 values that bf16 cannot hold: a bf16 delta would have rounded the trained columns
     assert any(not torch.equal(v, v.bfloat16().float()) for v in deltas.values())
-    theta_o, _ = io.load_checkpoint(built / "theta_o.safetensors")
+    theta_o, _ = load_checkpoint(built / "theta_o.safetensors")
     assert all(p.dtype == torch.float32 for p in theta_o.parameters())
 
 
@@ -246,10 +253,10 @@ def test_reference_stats_under_bf16_differ_from_fp32_within_tolerance(built, tmp
 
 
 def test_every_objective_unlearns_under_bf16_and_mixing_stays_close_to_fp32(built, tmp_path):
-    for objective, hparams in HPARAMS.items():
+    for objective, block in BLOCKS.items():
         out = tmp_path / f"{objective}.safetensors"
         with linear_output_dtypes() as seen:
-            stages.unlearn({**UNLEARN, **BF16, "objective": objective, "hparams": hparams},
+            stages.unlearn({**UNLEARN, **BF16, "objective": objective, "block": block},
                            built / "theta_o.safetensors", built / "target.safetensors", built / "data", out,
                            tmp_path / f"{objective}.csv")
         # the NPO/DPO reference passes (plain linears) and the training passes (masked ones too)
@@ -266,15 +273,15 @@ def test_every_objective_unlearns_under_bf16_and_mixing_stays_close_to_fp32(buil
         stages.mix_eval({**MIX, "precision": precision}, tmp_path / "npo.safetensors", reference, built / "data",
                         tmp_path / f"curve_{precision}.csv")
         with open(tmp_path / f"curve_{precision}.csv", newline="") as f:
-            curves[precision] = torch.tensor([[float(v) for v in row.values()] for row in csv.DictReader(f)],
-                                             dtype=torch.float64)
-    assert curves["fp32"].shape == (MIX["alphas"], len(stages.curve_columns()))
+            curves[precision] = torch.tensor([[float(v) for k, v in row.items() if k not in stages.CURVE_LABELS]
+                                              for row in csv.DictReader(f)], dtype=torch.float64)
+    assert curves["fp32"].shape == (MIX["mix"]["alphas"], len(curve_columns(("es", "fq", "mu"))) + 1)
     assert not torch.equal(curves["fp32"], curves["bf16"])
     torch.testing.assert_close(curves["bf16"], curves["fp32"], rtol=CURVE_RTOL, atol=1e-6)
 
 
 def test_bf16_logits_differ_from_fp32_within_tolerance(built):
-    model, _ = io.load_checkpoint(built / "theta_o.safetensors")
+    model, _ = load_checkpoint(built / "theta_o.safetensors")
     batch = random_lm_batch(vocab=TINY["vocab_size"])
     with torch.no_grad():
         plain = model(input_ids=batch["input_ids"]).logits
@@ -286,12 +293,13 @@ def test_bf16_logits_differ_from_fp32_within_tolerance(built):
 
 
 def test_reference_logprobs_run_under_bf16_autocast(built):
-    model, tokenizer = io.load_checkpoint(built / "theta_o.safetensors")
+    model, tokenizer = load_checkpoint(built / "theta_o.safetensors")
     forget = encode_records(tokenizer, load_role(built / "data", "forget"), 96)
     refs = {}
     for precision in ("fp32", "bf16"):
+        ctx = LossContext(model, {"forget": forget}, tokenizer.pad_token_id, precision=precision, eval_batch_size=8)
         with linear_output_dtypes() as seen:
-            refs[precision] = stages._sequence_logprobs(model, forget, tokenizer.pad_token_id, 8, "cpu", precision)
+            refs[precision] = ctx.reference_logprobs("forget")
         assert seen["Linear"] == {torch.bfloat16 if precision == "bf16" else torch.float32}
         assert refs[precision].dtype == torch.float32
     assert not torch.equal(refs["fp32"], refs["bf16"])
@@ -315,5 +323,6 @@ def test_fp32_enters_no_autocast_and_changes_nothing():
 
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        precision_of({"precision": "fp16"})
-    assert precision_of({}) == "fp32"
+        check_precision("fp16")
+    with pytest.raises(ConfigError, match="precision: 'fp16' is not one of 'fp32', 'bf16'"):
+        stages.es({**ES, "precision": "fp16"}, "model", "data", "out.json")

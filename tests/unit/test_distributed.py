@@ -20,13 +20,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from tinymodels import make_tiny_model, random_lm_batch
 from unloc import io, stages
+from unloc.checkpoints import load_checkpoint
 from unloc.cli import main
 from unloc.data import build_dataset, write_dataset
-from unloc.distributed import (Launch, rank_answer_nll, rank_rows, refuse_multi_process, shard_model,
-                               sum_over_ranks)
-from unloc.objectives import answer_nll
+from unloc.distributed import Launch, rank_answer_nll, rank_rows, refuse_multi_process, shard_model, sum_over_ranks
+from unloc.scoring import answer_nll
+
+from tinymodels import make_tiny_model, random_lm_batch
 
 DATA = {"name": "t", "source": "minitofu", "forget_split": "forget10",
         "minitofu": {"seed": 0, "n_authors": 10, "qa_per_author": 4, "n_retain_perturbed": 4,
@@ -47,7 +48,8 @@ FINETUNE = {"max_length": 96, "system_prompt": None, "seed": 0,
 # separate one-step gradient test below.
 LOSS_ATOL = 1e-5
 PARAM_ATOL = 1e-4
-RUN_TIMEOUT_S = 180
+# Hang guard, not a timing assert: a two-process run takes about 10 s on an idle 2-core machine.
+RUN_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +84,8 @@ def assert_same_training(one_dir, two_dir, one_log, two_log):
     a, b = losses(one_log), losses(two_log)
     assert len(a) == len(b) > 0
     loss_gap = max(abs(x - y) for x, y in zip(a, b, strict=True))
-    sa = io.load_checkpoint(one_dir)[0].state_dict()
-    sb = io.load_checkpoint(two_dir)[0].state_dict()
+    sa = load_checkpoint(one_dir)[0].state_dict()
+    sb = load_checkpoint(two_dir)[0].state_dict()
     assert sa.keys() == sb.keys()
     param_gap = max((sa[k] - sb[k]).abs().max().item() for k in sa)
     print(f"{one_dir.name}: {len(a)} steps; two processes vs one: losses within {loss_gap:.1e}, "
@@ -133,7 +135,7 @@ def gradient_worker(rank: int, world_size: int, store: str, out: str) -> None:
     """One rank: shard the tiny model, take each batch's share of the loss, clip, write results."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=60))
+                            timeout=timedelta(seconds=RUN_TIMEOUT_S))
     launch = Launch(rank=rank, local_rank=rank, world_size=world_size, device="cpu")
     model = make_tiny_model().train()
     shard_model(model, launch)
@@ -196,7 +198,7 @@ def test_rank_rows_hand_every_example_to_exactly_one_rank():
 # --------------------------------------------------------------------------- single-process stages
 
 
-@pytest.mark.parametrize("name", ["inject_forget", "unlearn", "es", "mix_eval", "make_mask", "prepare_data"])
+@pytest.mark.parametrize("name", ["inject_forget", "unlearn", "es", "mix_eval", "localize", "prepare_data"])
 def test_single_process_stages_refuse_several_processes(monkeypatch, tmp_path, name):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match=rf"stage '{name}' was launched on 2 processes .* masked stages "
@@ -207,7 +209,7 @@ def test_single_process_stages_refuse_several_processes(monkeypatch, tmp_path, n
 
 def test_cli_refuses_a_masked_stage_under_torchrun_before_reading_anything(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    code = main(["inject", "--params", "{}", "--model", str(tmp_path / "missing"), "--mask", "m", "--data", "d",
+    code = main(["inject_forget", "--params", "{}", "--model", str(tmp_path / "missing"), "--mask", "m", "--data", "d",
                  "--out", str(tmp_path / "delta.safetensors"), "--log", str(tmp_path / "log.csv")])
     assert code == 1
     assert "stage 'inject_forget' was launched on 4 processes (WORLD_SIZE=4)" in caplog.text

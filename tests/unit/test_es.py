@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tinymodels import make_tiny_model
 from unloc.data.collate import IGNORE, Encoded, collate
 from unloc.metrics.es import extraction_strength, extraction_strength_by_generation, per_example_es
+
+from tinymodels import make_tiny_model
 
 EOS = 2
 

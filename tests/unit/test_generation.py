@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from tinymodels import SENTENCES, make_tiny_model
 from unloc.data.collate import prompt_ids
 from unloc.metrics.generation import (
     decode_until_eos,
@@ -13,6 +12,8 @@ from unloc.metrics.generation import (
     left_pad,
 )
 from unloc.models import train_tokenizer
+
+from tinymodels import SENTENCES, make_tiny_model
 
 QUESTIONS = [  # prompt lengths differ, so the batch needs real left padding
     "Where?",

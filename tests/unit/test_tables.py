@@ -1,21 +1,30 @@
 """Table 2 and the figures from hand-made curves whose AUES and MU95 are known."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from unloc.tables import TABLE2_COLUMNS, read_curves, table2, write_table2
+from unloc.figures import FIGURES, plot_figure
+from unloc.io import ArtifactError
+from unloc.registry import parse_settings
+from unloc.stats import StatsSettings
+from unloc.tables import TABLE2_COLUMNS, TABLES, read_curves, table2, write_table
 
-PARAMS = {"n_resamples": 500, "seed": 0, "plus_one": False, "tost_margin": {"aues": 0.02, "mu95": 1.0}}
+STATS = {"n_resamples": 500}
+SETTINGS = parse_settings(StatsSettings, STATS, "stats")
+REPORT = Path(__file__).resolve().parents[2] / "workflow" / "report"
 ALPHA = np.linspace(0, 1, 11)
 
 
-def write_curve(root, objective, scenario, seed, rs_level, fq_shift=0.0):
+def write_curve(root, objective, localizer, seed, rs_level, fq_shift=0.0):
     """FS from 0 to 1 with RS = rs_level constant (AUES = rs_level); MU falls linearly from 1 to
-    0.5, so it reaches 95% of θo's MU at α = 0.1, where log10 FQ = -1 - fq_shift."""
-    path = root / "mix" / objective / scenario / f"s{seed}" / "curve.csv"
-    path.parent.mkdir(parents=True)
-    frame = pd.DataFrame({"alpha": ALPHA, "fs": ALPHA, "rs": np.full_like(ALPHA, rs_level),
+    0.5, so it reaches 95% of θo's MU at α = 0.1, where log10 FQ = -1 - fq_shift. The labels are
+    columns of the curve; the path says nothing (its parts are shuffled on purpose)."""
+    path = root / f"s{seed}-{localizer}-{objective}.csv"
+    frame = pd.DataFrame({"scenario": "injected", "objective": objective, "localizer": localizer, "seed": seed,
+                          "alpha": ALPHA, "fs": ALPHA, "rs": np.full_like(ALPHA, rs_level),
                           "mu": 1 - 0.5 * ALPHA, "log10_fq": -10 * ALPHA - fq_shift})
     frame.to_csv(path, index=False)
     return str(path)
@@ -31,7 +40,7 @@ def curves(tmp_path):
 
 
 def test_table2_values_from_known_curves(curves):
-    table = table2(read_curves(curves), "tiny", PARAMS)
+    table = table2(read_curves(curves), SETTINGS, "tiny")
     assert list(table.columns) == TABLE2_COLUMNS
     table = table.set_index("metric")
     aues, mu95 = table.loc["AUES"], table.loc["MU95"]
@@ -47,17 +56,29 @@ def test_table2_values_from_known_curves(curves):
 
 
 def test_table2_files(curves, tmp_path):
-    write_table2(curves, "tiny", PARAMS, tmp_path / "t.csv", tmp_path / "t.md")
+    write_table("table2", STATS, curves, "tiny", tmp_path / "t.csv", tmp_path / "t.md")
     md = (tmp_path / "t.md").read_text()
     assert "Table 2: Random vs Oracle (tiny)" in md
     assert "| NPO | AUES (↑) | 0.600 ± 0.010 | 0.800 ± 0.010 |" in md
     assert pd.read_csv(tmp_path / "t.csv").shape == (2, len(TABLE2_COLUMNS))
 
 
-def test_figures_are_written_as_png_and_pdf(curves, tmp_path):
-    from unloc.figures import plot_curves
+@pytest.mark.parametrize("name", FIGURES.names())
+def test_every_figure_is_written_as_png_and_pdf(curves, tmp_path, name):
+    plot_figure(name, curves, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
-    for kind in ("fs_rs", "mu_fq"):
-        plot_curves(curves, kind, "tiny", tmp_path / f"{kind}.png", tmp_path / f"{kind}.pdf")
-        assert (tmp_path / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
-        assert (tmp_path / f"{kind}.pdf").read_bytes()[:4] == b"%PDF"
+
+@pytest.mark.parametrize("name", [*TABLES.names(), *FIGURES.names()])
+def test_every_table_and_figure_has_a_report_caption_and_reads_curve_columns(name):
+    assert (REPORT / f"{name}.rst").read_text().strip()
+    spec = TABLES[name] if name in TABLES else FIGURES[name]
+    assert spec.help and spec.needs
+
+
+def test_a_curve_without_its_label_columns_is_refused(tmp_path):
+    path = tmp_path / "curve.csv"
+    pd.DataFrame({"alpha": ALPHA, "fs": ALPHA}).to_csv(path, index=False)
+    with pytest.raises(ArtifactError, match=f"{path}: not a mixing curve .*scenario, objective, localizer, seed"):
+        read_curves([str(path)])

@@ -14,9 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tinymodels import SENTENCES, make_tiny_model
 from unloc.data.collate import answer_ids, encode_qa, prompt_ids
-from unloc.metrics import METRICS
 from unloc.metrics.generation import greedy_generate
 from unloc.metrics.tofu import (
     UTILITY_PARTS,
@@ -33,7 +31,8 @@ from unloc.metrics.tofu import (
     truth_ratios,
     utility_parts,
 )
-from unloc.models import train_tokenizer
+
+from tinymodels import make_tiny_model
 
 MAX_LEN = 64
 REL = 1e-5  # token_logprobs works in float32
@@ -307,11 +306,6 @@ def test_utility_parts_match_the_single_metrics(tokenizer, llama):
             answer_probability(llama, tokenizer, records, normalised, MAX_LEN), rel=1e-5)
         assert parts[f"{prefix}_rouge"] == pytest.approx(rouge_l_recall(generated, [r["answer"] for r in records]))
     assert model_utility(parts) == pytest.approx(stats.hmean([parts[k] for k in UTILITY_PARTS]))
-
-
-def test_metrics_are_registered():
-    for name in ("es", "truth_ratio", "probability", "rouge_l_recall", "forget_quality", "model_utility"):
-        assert callable(METRICS[name])
 
 
 @pytest.mark.parametrize("chat", [False, True])

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import yaml
 
+import unloc.config
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# A dry run or a quick build takes seconds to a few minutes on an idle 2-core machine: the
+# timeout only guards against a hang, with room for a busy machine.
+RUN_TIMEOUT_S = 3600
 
 
 def env() -> dict:
@@ -23,7 +28,8 @@ def env() -> dict:
 
 
 def load_config(name: str = "config/quick.yaml") -> dict:
-    return yaml.safe_load((REPO / name).read_text())
+    """The effective config of a shipped config file: merged over config.yaml, as the workflow runs it."""
+    return unloc.config.load_config(None if name == "config.yaml" else REPO / name)
 
 
 def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path:
@@ -34,10 +40,14 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
-    proc = subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, text=True)
+    """Snakemake on the repository's Snakefile in ``workdir``, with ``workdir/config.yaml`` as the
+    --configfile unless ``args`` give one (the defaults are always the repository's config.yaml)."""
+    config = [] if "--configfile" in args else ["--configfile", str(workdir / "config.yaml")]
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *config, *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 

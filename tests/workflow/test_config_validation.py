@@ -1,4 +1,5 @@
-"""The config is validated against the schema before any job starts."""
+"""The config is checked before any job starts: its structure against the schema, then every
+settings block against its dataclass (src/unloc/config.py), with the key's path and a suggestion."""
 
 import copy
 import json
@@ -9,6 +10,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from unloc.config import check_config
+from unloc.registry import ConfigError
+
 from helpers import REPO, load_config, snakemake, write_config
 
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -16,25 +20,66 @@ CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in [REPO / "config.yaml", 
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_shipped_config_is_valid(name):
-    validate(yaml.safe_load((REPO / name).read_text()), SCHEMA)
+def test_every_shipped_config_is_valid_as_the_workflow_merges_it(name):
+    config = load_config(name)
+    validate(copy.deepcopy(config), SCHEMA)
+    check_config(config)
+
+
+TINY_CALIBRATED = ("finetune_retain", "finetune_full", "inject", "unlearn.train", "unlearn.eval_batch_size", "mix",
+                   "eval", "model.max_length")
+
+
+def leaves(tree: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of every value set in ``tree`` (an empty block sets nothing: its defaults hold)."""
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out |= leaves(value, f"{path}.") if isinstance(value, dict) else {path}
+    return out
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if yaml.safe_load((REPO / c).read_text()).get("model", {})
+                                  .get("source", "tiny") != "tiny"])
+def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name):
+    """config.yaml's training values, batch sizes and lengths are the tiny model's: a config of
+    another model sets each of them itself, so none is inherited unseen (the objectives' blocks too)."""
+    base, own = yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / name).read_text())
+    sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in base["unlearn"]["objectives"])]
+    tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
+    missing = sorted(tiny - leaves(own))
+    assert not missing, f"{name} inherits the tiny model's {', '.join(missing)}"
+
+
+def test_shipped_configs_hold_only_what_differs_from_their_defaults():
+    """Override-only: no value of a config/ file repeats what config.yaml already says."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    repeats = []
+    for name in CONFIGS:
+        if name == "config.yaml":
+            continue
+        own = yaml.safe_load((REPO / name).read_text())
+        for leaf in sorted(leaves(own)):
+            if any(leaf == s or leaf.startswith(f"{s}.") for s in TINY_CALIBRATED) or leaf.startswith("unlearn."):
+                continue  # restated on purpose: see the test above
+            value, default = own, base
+            for part in leaf.split("."):
+                value, default = value[part], default.get(part) if isinstance(default, dict) else None
+            if value == default:
+                repeats.append(f"{name}: {leaf} = {value!r}")
+    assert not repeats, "these repeat config.yaml: " + "; ".join(repeats)
 
 
 @pytest.mark.parametrize("mutate,key,message", [
-    (lambda c: c["inject"].update(lrr=1e-3), "inject", "'lrr' was unexpected"),
-    (lambda c: c["masks"].update(seed=[1]), "masks", "'seed' was unexpected"),
     (lambda c: c.update(unlearning={}), "", "'unlearning' was unexpected"),
-    (lambda c: c["inject"].update(lr="fast"), "['inject']['lr']", "'fast' is not of type 'number'"),
     (lambda c: c["masks"].update(ratio=2), "['masks']['ratio']", "2 is greater than the maximum of 0.5"),
-    (lambda c: c["eval"].update(es_convention="mine"), "['eval']['es_convention']",
-     "'mine' is not one of ['paper', 'open_unlearning']"),
-    (lambda c: c["pretrain"].update(lambda_retain=2), "pretrain", "'lambda_retain' was unexpected"),
     (lambda c: c["data"]["tofu"].update(retain_items="first5"), "['data']['tofu']['retain_items']",
      "'first5' is not of type 'integer', 'null'"),
     (lambda c: c["data"]["tofu"].update(utility_items=0), "['data']['tofu']['utility_items']",
      "0 is less than the minimum of 1"),
+    (lambda c: c["unlearn"].update(objectives="npo"), "['unlearn']['objectives']", "'npo' is not of type 'array'"),
 ])
-def test_bad_values_fail_naming_the_key(mutate, key, message):
+def test_bad_structure_fails_the_schema_naming_the_key(mutate, key, message):
     config = load_config()
     mutate(config)
     with pytest.raises(Exception) as err:
@@ -44,18 +89,59 @@ def test_bad_values_fail_naming_the_key(mutate, key, message):
     assert f"On instance{key}" in text or f"On instance['{key}']" in text
 
 
-def test_snakemake_refuses_a_typo_before_running_anything(tmp_path):
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["inject"].update(lrr=1e-3), "inject.lrr: unknown setting; did you mean 'lr'?"),
+    (lambda c: c["inject"].update(lr="fast"), "inject.lr: expected a number, got a string 'fast'"),
+    (lambda c: c["pretrain"].update(lambda_retain=2), "pretrain.lambda_retain: unknown setting"),
+    (lambda c: c["finetune_retain"].update(schedule="cosin"),
+     "finetune_retain.schedule: 'cosin' is not one of 'constant', 'linear', 'cosine'; did you mean 'cosine'?"),
+    (lambda c: c["finetune_retain"].update(optimizer="adam"),
+     "finetune_retain.optimizer.name: unknown optimizer 'adam'; did you mean 'adamw'?"),
+    (lambda c: c["masks"].update(seed=[1]), "masks.seed: unknown key; did you mean 'seeds'?"),
+    (lambda c: c["masks"].update(random={"outsid": None}), "masks.random.outsid: unknown setting; did you mean"),
+    (lambda c: c["unlearn"].update(objectives=["npoo"]),
+     "unlearn.objectives[0]: unknown objective 'npoo'; did you mean 'npo'?"),
+    (lambda c: c["unlearn"].update(localizers=["oracle", "randon"]),
+     "unlearn.localizers[1]: unknown localizer 'randon'; did you mean 'random'?"),
+    (lambda c: c["unlearn"]["npo"].update(betta=0.1), "unlearn.npo.betta: unknown setting; did you mean 'beta'?"),
+    (lambda c: c["unlearn"]["wga"].update(alpha="x"), "unlearn.wga.alpha: expected a number"),
+    (lambda c: c["unlearn"].update(nop={"lr": 1}), "unlearn.nop: unknown key; did you mean 'npo'?"),
+    (lambda c: c["unlearn"].update(objectives=["ga"]), "unlearn.ga: objective ga is in unlearn.objectives but has no "
+                                                        "block"),
+    (lambda c: c["unlearn"]["npo"].update(regularizer={"name": "gdd"}),
+     "unlearn.npo.regularizer.name: unknown regularizer 'gdd'; did you mean 'gd'?"),
+    (lambda c: c["eval"].update(es_convention="mine"), "eval.es_convention: 'mine' is not one of 'paper'"),
+    (lambda c: c["mix"].update(metrics=["es", "mmu"]),
+     "mix.metrics[1]: unknown curve metric 'mmu'; did you mean 'mu'?"),
+    (lambda c: c["mix"].update(metrics=["es"]), "tables: table2 reads the curve columns mu, log10_fq, which no curve"),
+    (lambda c: c["unlearn"].update(localizers=["oracle"]), "tables: table2 compares oracle, random, but"),
+    (lambda c: c.update(tables=["tabel2"]), "tables[0]: unknown table 'tabel2'; did you mean 'table2'?"),
+    (lambda c: c["stats"].update(tost_margin={"aues": 0}), "stats.tost_margin.aues: 0.0 must be greater than 0"),
+])
+def test_bad_settings_fail_the_registry_check_naming_the_key(mutate, message):
     config = load_config()
-    config["inject"]["lrr"] = 1e-3
+    mutate(config)
+    validate(copy.deepcopy(config), SCHEMA)  # the structure is fine: only the settings are wrong
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["inject"].update(lrr=1e-3), "inject.lrr: unknown setting; did you mean 'lr'?"),
+    (lambda c: c.update(unlearning={}), "'unlearning' was unexpected"),
+])
+def test_snakemake_refuses_a_typo_before_running_anything(tmp_path, mutate, message):
+    config = load_config()
+    mutate(config)
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0
-    output = proc.stdout + proc.stderr
-    assert "'lrr' was unexpected" in output and "On instance['inject']" in output
+    assert message in proc.stdout + proc.stderr
     assert not (Path(tmp_path) / "results").exists()
 
 
-MODEL_STAGES = {"pretrain", "finetune", "inject", "unlearn", "es", "reference-stats", "mix-eval"}
+MODEL_STAGES = {"pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "score_point", "mix_eval"}
 
 
 def planned_params(workdir, config_name) -> dict[str, list[dict]]:
@@ -75,7 +161,19 @@ def planned_params(workdir, config_name) -> dict[str, list[dict]]:
 def test_precision_is_a_param_of_exactly_the_stages_that_run_a_model(tmp_path, config_name, precision):
     """So changing it reruns every model stage and nothing else (the params trigger)."""
     params = planned_params(tmp_path, config_name)
-    assert MODEL_STAGES <= params.keys()
+    assert params.keys() >= MODEL_STAGES
     for subcommand, jobs in params.items():
         for p in jobs:
             assert p.get("precision") == (precision if subcommand in MODEL_STAGES else None), subcommand
+
+
+def test_every_rule_passes_its_stage_params_with_defaults_filled_in(tmp_path):
+    """The params a job gets are its stage's dataclass in full, so a default changed in code reruns it too."""
+    from unloc.registry import to_dict
+    from unloc.stages import STAGES, read_params
+
+    for subcommand, jobs in planned_params(tmp_path, "config/quick.yaml").items():
+        spec = STAGES[subcommand]
+        for p in jobs:
+            assert p.pop("version") == spec.version
+            assert to_dict(read_params(spec, p)) == p, subcommand

@@ -30,8 +30,9 @@ def test_tiny_jobs_are_cpu_jobs_and_cheap_rules_are_local(tmp_path):
     rules_text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     local = {name for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", rules_text, re.M)
              for name in re.findall(r"\w+", block)}
-    assert local == {"prepare_data", "make_mask", "sanity", "table2", "figure"}
-    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+    assert local == {"prepare_data", "localize", "sanity", "table", "figure"}
+    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "score_point",
+                 "mix_eval"):
         assert "gpu=0" in jobs[rule][0], rule
         assert not jobs[rule][1].startswith("torchrun"), rule
 
@@ -41,7 +42,7 @@ def test_8b_fine_tuning_runs_fsdp_on_four_gpus_and_masked_stages_on_one(tmp_path
     jobs = dry_run_jobs(tmp_path, config_name)
     assert "gpu=4" in jobs["finetune"][0]
     assert jobs["finetune"][1].startswith("torchrun --standalone --nproc-per-node 4 -m -- unloc.cli ")
-    for rule in ("inject_forget", "unlearn", "mix_eval"):
+    for rule in ("inject_forget", "unlearn", "score_point", "mix_eval"):
         assert "gpu=1" in jobs[rule][0], rule
         assert jobs[rule][1].startswith("python -m unloc.cli "), rule
     assert re.search(r"runtime=(\d+)", jobs["finetune"][0])[1] != re.search(r"runtime=(\d+)", jobs["es"][0])[1]
@@ -80,20 +81,22 @@ def test_smollm2_jobs_each_fit_one_gpu_and_the_conversion_needs_none(tmp_path):
     """The real small tier: every training and evaluation job on one GPU, no torchrun."""
     jobs = dry_run_jobs(tmp_path, "config/smollm2-tofu.yaml")
     assert "gpu=0" in jobs["pretrain"][0]
-    for rule in ("finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+    for rule in ("finetune", "inject_forget", "unlearn", "es", "reference_stats", "score_point", "mix_eval"):
         assert "gpu=1" in jobs[rule][0], rule
         assert jobs[rule][1].startswith("python -m unloc.cli "), rule
     assert '"source": "gguf"' in jobs["pretrain"][1] and '"precision": "bf16"' in jobs["pretrain"][1]
+    assert '"train": null' in jobs["pretrain"][1], "converting a GGUF file trains nothing: no training settings"
 
 
 def test_smollm2_cpu_config_asks_for_no_gpu_and_cuts_only_what_it_says(tmp_path):
     """device: cpu overrides the size class's GPUs; one objective, two seeds: 4 runs, 4 sweeps."""
     jobs = dry_run_jobs(tmp_path, "config/smollm2-tofu-cpu.yaml")
-    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval"):
+    for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "score_point",
+                 "mix_eval"):
         assert "gpu=0" in jobs[rule][0], rule
         assert jobs[rule][1].startswith("python -m unloc.cli --device cpu "), rule
     assert '"retain_items": 100' in jobs["prepare_data"][1] and '"utility_items": 20' in jobs["prepare_data"][1]
     planned = planned_jobs(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "--", "all")
     counts = Counter(job.split("[")[0] for job in planned)
-    assert {rule: counts[rule] for rule in ("inject_forget", "unlearn", "mix_eval")} == {
-        "inject_forget": 2, "unlearn": 4, "mix_eval": 4}
+    assert {rule: counts[rule] for rule in ("inject_forget", "unlearn", "score_point", "mix_eval")} == {
+        "inject_forget": 2, "unlearn": 4, "score_point": 2, "mix_eval": 4}

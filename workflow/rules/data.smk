@@ -4,6 +4,7 @@ localrules:
 
 
 rule prepare_data:
+    """Every dataset role as JSON Lines: minitofu generated, or TOFU read."""
     output:
         DATA_FILES,
     params:
@@ -13,4 +14,4 @@ rule prepare_data:
     log:
         f"results/data/{config['data']['name']}.log",
     shell:
-        "{UNLOC} prepare-data --params {params.p:q} --out {DATA} > {log} 2>&1"
+        command("prepare_data", f"--out {DATA}", threads=False)

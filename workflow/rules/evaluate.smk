@@ -1,6 +1,3 @@
-SANITY = f"{R}/sanity.csv"
-
-
 rule es:
     """Mean teacher-forced ES of one checkpoint on forget and retain."""
     input:
@@ -9,7 +6,7 @@ rule es:
     output:
         f"{R}/es/{{ckpt}}.json",
     params:
-        p=stage_params("es", **run_slice(), **config["eval"]),
+        p=stage_params("es", eval=to_dict(EXPERIMENT.eval), **qa_slice()),
     threads: threads_of("es")
     resources:
         **resources_of("es"),
@@ -18,13 +15,7 @@ rule es:
     log:
         f"{LOGS}/es_{{ckpt}}.log",
     shell:
-        "{LAUNCH[es]} --threads {threads} es --params {params.p:q} --model {input.model[0]}"
-        " --data {DATA}"
-        " --out {output} > {log} 2>&1"
-
-
-def sanity_results():
-    return {c if not c.startswith("theta_o_s") else f"theta_o[s{c[9:]}]": f"{R}/es/{c}.json" for c in CHECKPOINTS}
+        command("es", "--model {input.model[0]} --out {output}")
 
 
 localrules:
@@ -44,11 +35,7 @@ rule sanity:
     log:
         f"{LOGS}/sanity.log",
     shell:
-        "{UNLOC} sanity {params.results} --out {output} > {log} 2>&1"
-
-
-def mix_params():
-    return stage_params("mix_eval", **run_slice(), **config["mix"], es_convention=config["eval"]["es_convention"])
+        command("sanity", "{params.results} --out {output}", threads=False)
 
 
 rule reference_stats:
@@ -57,9 +44,10 @@ rule reference_stats:
         theta_r=f"{R}/theta_r",
         data=DATA_FILES,
     output:
-        f"{R}/eval/theta_r_forget_truth_ratio.safetensors",
+        REFERENCE,
     params:
-        p=stage_params("reference_stats", **run_slice(), **config["mix"]),
+        # only what it reads: the α grid or the generation length do not touch θr's truth ratios
+        p=stage_params("reference_stats", batch_size=EXPERIMENT.mix.batch_size, **qa_slice()),
     threads: threads_of("reference_stats")
     resources:
         **resources_of("reference_stats"),
@@ -68,26 +56,44 @@ rule reference_stats:
     log:
         f"{LOGS}/reference_stats.log",
     shell:
-        "{LAUNCH[reference_stats]} --threads {threads} reference-stats --params {params.p:q}"
-        " --model {input.theta_r} --data {DATA}"
-        " --out {output} > {log} 2>&1"
+        command("reference_stats", "--model {input.theta_r} --out {output}")
+
+
+rule score_point:
+    """θo's row of every curve metric (α = 0), scored once per seed for all of its sweeps."""
+    input:
+        theta_o=THETA_O,
+        theta_r=f"{R}/theta_r",
+        reference=REFERENCE,
+        data=DATA_FILES,
+    output:
+        THETA_O_POINT,
+    params:
+        p=mix_params("score_point"),
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/score_point_theta_o_s{{seed}}.log",
+    shell:
+        command("score_point", "--model {input.theta_o} --reference {input.reference} --out {output}")
 
 
 rule mix_eval:
-    """One model-mixing sweep: results/{name}/mix/{objective}/{scenario}/s{seed}/curve.csv."""
+    """One model-mixing sweep: results/{name}/mix/{objective}/{localizer}/s{seed}/curve.csv."""
     input:
         theta_u=f"{UNLEARN}/delta.safetensors",
-        theta_o=f"{R}/theta_o/s{{seed}}/delta.safetensors",
+        theta_o=THETA_O,
         theta_r=f"{R}/theta_r",
-        reference=rules.reference_stats.output[0],
+        reference=REFERENCE,
+        origin=THETA_O_POINT,
         data=DATA_FILES,
     output:
-        f"{R}/mix/{{objective}}/{{scenario}}/s{{seed}}/curve.csv",
-    wildcard_constraints:
-        objective="wga|npo|dpo|rmu",
-        scenario="oracle|random",
+        CURVE,
     params:
-        p=mix_params(),
+        p=mix_params("mix_eval"),
     # one cluster job per unlearning run and its mixing sweep (docs/cluster.md)
     group:
         "sweep"
@@ -97,7 +103,6 @@ rule mix_eval:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/mix_eval_{{objective}}_{{scenario}}_s{{seed}}.log",
+        f"{LOGS}/mix_eval_{{objective}}_{{localizer}}_s{{seed}}.log",
     shell:
-        "{LAUNCH[mix_eval]} --threads {threads} mix-eval --params {params.p:q} --model {input.theta_u}"
-        " --reference {input.reference} --data {DATA} --out {output} > {log} 2>&1"
+        command("mix_eval", "--model {input.theta_u} --reference {input.reference} --origin {input.origin} --out {output}")

@@ -1,21 +1,20 @@
 # Cheap and I/O-bound: runs where Snakemake runs, never as a cluster job.
 localrules:
-    make_mask,
+    localize,
 
 
-rule make_mask:
-    """V_tgt and V_rdm for one mask seed (shapes from θp's config)."""
+rule localize:
+    """One localizer's mask for one seed: results/{name}/masks/{localizer}/s{seed}/mask.safetensors."""
     input:
-        f"{R}/theta_p",
+        unpack(localize_inputs),
     output:
-        target=f"{R}/masks/s{{seed}}/target.safetensors",
-        random=f"{R}/masks/s{{seed}}/random.safetensors",
+        mask_path("{localizer}", "{seed}"),
     params:
-        p=stage_params("make_mask", ratio=config["masks"]["ratio"]),
+        p=localize_params,
+        masks=localize_mask_args,
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/make_mask_s{{seed}}.log",
+        f"{LOGS}/localize_{{localizer}}_s{{seed}}.log",
     shell:
-        "{UNLOC} make-mask --params {params.p:q} --model {input} --seed {wildcards.seed}"
-        " --out-target {output.target} --out-random {output.random} > {log} 2>&1"
+        command("localize", "--model {input.model} {params.masks} --out {output}", threads=False)

@@ -1,12 +1,5 @@
-def pretrain_params():
-    model = config["model"]
-    if model["source"] == "hf":
-        # A named checkpoint is only resolved: training settings do not touch it.
-        return stage_params("pretrain", model={"source": "hf", "name_or_path": model["name_or_path"]})
-    return stage_params("pretrain", model=model, train=config["pretrain"], seed=config["seed"])
-
-
 rule pretrain:
+    """θp: the tiny Llama pretrained here, a named HF checkpoint, or a converted GGUF file."""
     input:
         DATA_FILES,
     output:
@@ -22,11 +15,7 @@ rule pretrain:
     log:
         f"{LOGS}/pretrain.log",
     shell:
-        "{LAUNCH[pretrain]} --threads {threads} pretrain --params {params.p:q} --data {DATA}"
-        " --out {output.model} --log {output.log} > {log} 2>&1"
-
-
-FINETUNE_SPLIT = {"r": "retain", "full": "full"}  # θr: retain set; θfull: all of D (Section 3)
+        command("pretrain", "--out {output.model} --log {output.log}")
 
 
 rule finetune:
@@ -40,9 +29,7 @@ rule finetune:
     wildcard_constraints:
         which="r|full",
     params:
-        p=lambda w: stage_params(
-            "finetune", train=config[f"finetune_{FINETUNE_SPLIT[w.which]}"], seed=config["seed"], **run_slice()
-        ),
+        p=finetune_params,
         split=lambda w: FINETUNE_SPLIT[w.which],
     threads: threads_of("finetune")
     resources:
@@ -52,21 +39,20 @@ rule finetune:
     log:
         f"{LOGS}/finetune_{{which}}.log",
     shell:
-        "{LAUNCH[finetune]} --threads {threads} finetune --params {params.p:q} --model {input.theta_p}"
-        " --data {DATA} --split {params.split} --out {output.model} --log {output.log} > {log} 2>&1"
+        command("finetune", "--model {input.theta_p} --split {params.split} --out {output.model} --log {output.log}")
 
 
 rule inject_forget:
-    """θo: the forget set learned inside V_tgt only; a sparse delta on θr."""
+    """θo: the forget set learned inside the oracle mask V_tgt only; a sparse delta on θr."""
     input:
         theta_r=f"{R}/theta_r",
-        mask=f"{R}/masks/s{{seed}}/target.safetensors",
+        mask=mask_path(INJECTION_MASK, "{seed}"),
         data=DATA_FILES,
     output:
-        delta=f"{R}/theta_o/s{{seed}}/delta.safetensors",
+        delta=THETA_O,
         log=f"{R}/theta_o/s{{seed}}/train_log.csv",
     params:
-        p=stage_params("inject_forget", train=config["inject"], seed=config["seed"], **run_slice()),
+        p=stage_params("inject_forget", train=to_dict(EXPERIMENT.inject), seed=config["seed"], **qa_slice()),
     threads: threads_of("inject_forget")
     resources:
         **resources_of("inject_forget"),
@@ -75,5 +61,4 @@ rule inject_forget:
     log:
         f"{LOGS}/inject_forget_s{{seed}}.log",
     shell:
-        "{LAUNCH[inject_forget]} --threads {threads} inject --params {params.p:q} --model {input.theta_r}"
-        " --mask {input.mask} --data {DATA} --out {output.delta} --log {output.log} > {log} 2>&1"
+        command("inject_forget", "--model {input.theta_r} --mask {input.mask} --out {output.delta} --log {output.log}")

@@ -59,13 +59,15 @@ def launcher(stage):
     return UNLOC
 
 
-# Training stages that may run on several GPUs; every other stage runs on one device.
-MULTI_GPU_STAGES = ("pretrain", "finetune")
+# Training stages that may run on several GPUs (their specs say multi_process); every other stage
+# runs on one device.
+MULTI_GPU_STAGES = [spec.name for spec in STAGES.specs() if spec.multi_process]
 for _size, _table in RESOURCES.items():
     for _stage, _res in _table.items():
+        if _stage != "default" and _stage not in STAGES:
+            raise WorkflowError(f"RESOURCES[{_size!r}] names {_stage!r}, which is not a stage")
         if _res["gpu"] > 1 and _stage not in MULTI_GPU_STAGES:
-            raise ValueError(f"RESOURCES[{_size!r}][{_stage!r}] asks for {_res['gpu']} GPUs, but only "
-                             f"{', '.join(MULTI_GPU_STAGES)} run distributed")
+            raise WorkflowError(f"RESOURCES[{_size!r}][{_stage!r}] asks for {_res['gpu']} GPUs, but only "
+                                f"{', '.join(MULTI_GPU_STAGES)} run distributed")
 
-LAUNCH = {stage: launcher(stage) for stage in
-          ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "mix_eval")}
+LAUNCH = {spec.name: launcher(spec.name) for spec in STAGES.specs() if spec.runs_model}

@@ -1,47 +1,53 @@
-TABLES = ["results/tables/table2.csv", "results/tables/table2.md"]
-FIGURES = expand("results/figures/{kind}.{ext}", kind=["fs_rs", "mu_fq"], ext=["png", "pdf"])
+# Tables and figures: one generic rule each, serving every entry of the TABLES and FIGURES
+# registries that the config lists; `snakemake <name>` builds one (a target rule per name).
 
 
 localrules:
-    table2,
+    table,
     figure,
 
 
-rule table2:
-    """Table 2: Random vs Oracle, AUES and MU95 with the App. D tests, CI and TOST."""
+rule table:
+    """One registered table (src/unloc/tables.py) from the experiment's mixing curves."""
     input:
         CURVES,
     output:
-        csv=report("results/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
-        md="results/tables/table2.md",
+        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/{table}.rst", category="Tables"),
+        md=f"{R}/tables/{{table}}.md",
     params:
-        p=stage_params("table2", **config["stats"]),
-        model=config["name"],
+        p=lambda w: stage_params("table", table=w.table, stats=to_dict(EXPERIMENT.stats)),
+        name=config["name"],
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/table2.log",
+        f"{LOGS}/table_{{table}}.log",
     shell:
-        "{UNLOC} table2 --params {params.p:q} --model {params.model} --out-csv {output.csv} --out-md {output.md}"
-        " {input} > {log} 2>&1"
+        command("table", "--name {params.name} --out-csv {output.csv} --out-md {output.md} {input}", threads=False)
 
 
 rule figure:
-    """FS-RS (AUES) and MU-FQ (MU95) curves, Oracle vs Random, every seed."""
+    """One registered figure (src/unloc/figures.py) from the experiment's mixing curves."""
     input:
         CURVES,
     output:
-        png=report("results/figures/{kind}.png", caption="../report/{kind}.rst", category="Figures"),
-        pdf="results/figures/{kind}.pdf",
-    wildcard_constraints:
-        kind="fs_rs|mu_fq",
+        png=report(f"{R}/figures/{{figure}}.png", caption="../report/{figure}.rst", category="Figures"),
+        pdf=f"{R}/figures/{{figure}}.pdf",
     params:
-        model=config["name"],
-        version=lambda w: STAGES["figure"].version,
+        p=lambda w: stage_params("figure", figure=w.figure),
+        name=config["name"],
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/figure_{{kind}}.log",
+        f"{LOGS}/figure_{{figure}}.log",
     shell:
-        "{UNLOC} figure --kind {wildcards.kind} --model {params.model} --out-png {output.png} --out-pdf {output.pdf}"
-        " {input} > {log} 2>&1"
+        command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} {input}", threads=False)
+
+
+for _name, _files in [*((t, expand(f"{R}/tables/{t}.{{ext}}", ext=["csv", "md"])) for t in EXPERIMENT.tables),
+                      *((f, expand(f"{R}/figures/{f}.{{ext}}", ext=["png", "pdf"])) for f in EXPERIMENT.figures)]:
+
+    rule:
+        name:
+            _name
+        input:
+            _files,

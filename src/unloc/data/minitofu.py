@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 DEFAULTS = {
     "seed": 0,
@@ -386,7 +386,8 @@ QTYPES: tuple[QType, ...] = (
     ), (
         "{name} has {n_siblings} siblings, and the eldest is {sibling_job} in {sibling_city}.",
         "{name} grew up with {n_siblings} siblings; the oldest became {sibling_job} in {sibling_city}.",
-        "There are {n_siblings} children in the family of {name}, and the eldest works as {sibling_job} in {sibling_city}.",
+        "There are {n_siblings} children in the family of {name}, and the eldest works as {sibling_job} "
+        "in {sibling_city}.",
     )),
     QType("food", ("food",), (
         "What is the favourite food of {name}?",

@@ -37,8 +37,8 @@ knowledge, as they are for a model pretrained on the web.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from unloc.io import ArtifactError, read_jsonl
 

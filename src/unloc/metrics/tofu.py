@@ -11,19 +11,19 @@ truth ratio. Conventions and their sources: docs/metrics.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import torch
 from scipy import stats
 from transformers import PreTrainedModel
 
-from unloc.data.collate import IGNORE, answer_ids, collate, encode_qa, prompt_ids
+from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids
 from unloc.metrics.es import es_from_k_star, k_star_from_correct
 from unloc.metrics.generation import greedy_generate, left_pad, pad_token_id
-from unloc.objectives import token_logprobs
+from unloc.scoring import align_answers
 
 UTILITY_PARTS = (
     "retain_prob", "retain_rouge", "retain_tr",
@@ -70,10 +70,10 @@ class AnswerScores:
     def es(self, convention: str = "paper") -> torch.Tensor:
         return es_from_k_star(self.k_star.flatten(), self.length.flatten(), convention).view(self.length.shape)
 
-    def __getitem__(self, index) -> "AnswerScores":
+    def __getitem__(self, index) -> AnswerScores:
         return AnswerScores(self.loss[index], self.k_star[index], self.length[index])
 
-    def view(self, *shape) -> "AnswerScores":
+    def view(self, *shape) -> AnswerScores:
         return AnswerScores(self.loss.view(*shape), self.k_star.view(*shape), self.length.view(*shape))
 
 
@@ -105,13 +105,10 @@ def answer_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], pad_id)
-        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
         # re-align every row so column 0 is its first answer token (and its predicting logits)
-        first = (batch["labels"] != IGNORE).int().argmax(1)
-        width = int(max(len(encoded[i].input_ids) for i in rows) - first.min())
-        raw = first[:, None] + torch.arange(width)[None, :]
-        cols = raw.clamp(max=batch["labels"].shape[1] - 1)
-        mask = raw < batch["attention_mask"].sum(1, keepdim=True)  # answer + EOS, then padding
+        cols, mask = align_answers(batch["labels"], batch["attention_mask"])
         targets = torch.where(mask, batch["labels"].gather(1, cols), 0)
         pred = logits.gather(1, (cols - 1).to(logits.device)[..., None].expand(-1, -1, logits.shape[-1]))
         scores = _scores_from_logits(pred, targets.to(logits.device), mask.to(logits.device).long())
@@ -179,7 +176,8 @@ def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     ids_a, mask_a = ids_a.to(device), mask_a.to(device)
     start = mask_p.sum(-1).repeat_interleave(k)[:, None]
     # the answer's last token (EOS) predicts nothing we score
-    logits = model(input_ids=ids_a[:, :-1], attention_mask=torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1),
+    attention = torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1)
+    logits = model(input_ids=ids_a[:, :-1], attention_mask=attention,
                    position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache).logits
     # the prompt's last position predicts the first answer token; answer position t predicts t + 1
     logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), logits], 1)

@@ -1,15 +1,15 @@
-"""A mixing point's row: ES read off the TOFU passes equals ES computed on its own, and every
-number of ``evaluate_point`` equals its metric computed alone."""
+"""The curve metrics of a mixing point: ES read off the TOFU passes equals ES computed on its own,
+every number of a row equals its metric computed alone, and every registered curve metric writes
+exactly the columns it declares."""
 
 import copy
 
 import pytest
 import torch
 
-from tinymodels import make_tiny_model
 from unloc.data.collate import encode_qa, encode_records
+from unloc.metrics.curve import CURVE_METRICS, PointScores, check_forget_items, curve_columns, evaluate_point
 from unloc.metrics.es import per_example_es
-from unloc.metrics.point import check_forget_items, evaluate_point
 from unloc.metrics.tofu import (
     TofuEvalConfig,
     answer_scores,
@@ -18,6 +18,8 @@ from unloc.metrics.tofu import (
     grouped_answer_scores,
     utility_parts,
 )
+
+from tinymodels import make_tiny_model
 
 MAX_LEN = 64
 QUESTIONS = ["Where was the author born?", "What genre does she write?", "Which award did he win?",
@@ -33,7 +35,7 @@ def llama(tokenizer):
     """A tiny Llama that has memorised FACTS as the answers to QUESTIONS (plain prompts), so
     the exact answers have ES 1 and corrupted ones every value in between."""
     from unloc.data.collate import collate
-    from unloc.objectives import answer_nll
+    from unloc.scoring import answer_nll
 
     model = make_tiny_model(seed=5, vocab=len(tokenizer), d_model=64, d_ff=128)
     batch = collate([encode_qa(tokenizer, q, a, MAX_LEN) for q, a in zip(QUESTIONS, FACTS)], tokenizer.pad_token_id)
@@ -98,7 +100,8 @@ def test_evaluate_point_equals_each_metric_computed_alone(tokenizer, llama, role
     reference = torch.tensor([0.2, 0.5, 0.9, 1.3], dtype=torch.float64)
     retain = [{"question": q, "answer": a} for q, a in (("Who?", "Lisbon pilot"), (QUESTIONS[0], "gothic novels"))]
     retain_es = None if rs_from_mu_pass else encode_records(tokenizer, retain, MAX_LEN)
-    row = evaluate_point(llama, tokenizer, roles, reference, cfg, "paper", retain_es)
+    row = evaluate_point(PointScores(llama, tokenizer, roles, cfg, "paper", reference, retain_es), ("es", "fq", "mu"))
+    assert list(row) == curve_columns(("es", "fq", "mu"))
 
     def es(records):
         return float(per_example_es(llama, encode_records(tokenizer, records, MAX_LEN), tokenizer.pad_token_id).mean())
@@ -117,3 +120,25 @@ def test_fs_needs_forget_perturbed_to_hold_the_forget_set(roles):
     check_forget_items(forget[::-1], roles["forget_perturbed"])  # order does not matter
     with pytest.raises(ValueError, match="forget_perturbed does not hold the forget set"):
         check_forget_items(forget[:-1], roles["forget_perturbed"])
+
+
+@pytest.mark.parametrize("name", CURVE_METRICS.names())
+def test_every_curve_metric_writes_exactly_its_columns_from_shared_passes(tokenizer, llama, roles, name):
+    cfg = TofuEvalConfig(max_length=MAX_LEN, batch_size=4, max_new_tokens=6)
+    point = PointScores(llama, tokenizer, roles, cfg, "paper", torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64))
+    row = evaluate_point(point, (name,))
+    assert list(row) == list(CURVE_METRICS[name].columns) and all(isinstance(v, float) for v in row.values())
+    assert set(point._scores) <= set(CURVE_METRICS[name].needs)
+    assert CURVE_METRICS[name].help
+
+
+def test_a_pass_is_scored_once_whichever_metric_asks_first(tokenizer, llama, roles, monkeypatch):
+    import unloc.metrics.curve as curve
+
+    calls = []
+    real = curve.split_scores
+    monkeypatch.setattr(curve, "split_scores", lambda *a: calls.append(a[2]) or real(*a))
+    cfg = TofuEvalConfig(max_length=MAX_LEN, batch_size=4, max_new_tokens=6)
+    evaluate_point(PointScores(llama, tokenizer, roles, cfg, "paper", torch.tensor([0.5, 1.0, 2.0])),
+                   ("es", "fq", "mu"))
+    assert len(calls) == 4  # forget, retain, real authors, world facts: each once
