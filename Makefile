@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 reproduce: setup
 	$(BIN)/snakemake --cores $(CORES)
 	@echo "== results/tiny/sanity.csv"; cat results/tiny/sanity.csv
-	@echo "== results/tables/table2.md"; cat results/tables/table2.md
+	@echo "== results/tiny/tables/table2.md"; cat results/tiny/tables/table2.md
 
 # Lint first (seconds): ruff over the Python code, snakemake --lint over the workflow; both fail on any finding.
 lint: setup

@@ -20,9 +20,10 @@ import math
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, Olmo2Config
+
+from unloc.config import check_config, load_config
 
 ARCHITECTURES = {
     # the published configs of the paper's two models (hub config.json values)
@@ -65,7 +66,8 @@ def main():
     p.add_argument("--tflops", type=float, default=400.0, help="sustained bf16 TFLOP/s per GPU (H100: ~40%% MFU)")
     p.add_argument("--hbm-tbps", type=float, default=2.0, help="effective weight-read TB/s per GPU in decoding")
     args = p.parse_args()
-    cfg = yaml.safe_load(args.config.read_text())
+    cfg = load_config(args.config)  # merged over config.yaml, as the workflow runs it
+    experiment = check_config(cfg)
     arch = ARCHITECTURES[args.arch or cfg["name"]]()
     fwd, train, n_params = flops_per_token(arch, args.seq)
     print(f"{n_params / 1e9:.2f}B parameters: {fwd / 1e9:.1f} GFLOP/token forward "
@@ -81,15 +83,15 @@ def main():
     data = {role: read_role(args.data, role) for role in
             ("forget", "retain", "forget_perturbed", "retain_perturbed", "real_authors_perturbed",
              "world_facts_perturbed")}
-    seeds, objectives = len(cfg["masks"]["seeds"]), len(cfg["unlearn"]["objectives"])
-    runs = seeds * objectives * len(cfg["unlearn"]["scenarios"])
-    alphas = cfg["mix"]["alphas"]
+    seeds, objectives = len(cfg["masks"]["seeds"]), len(experiment.unlearn_objectives)
+    runs = seeds * objectives * len(experiment.unlearn_localizers)
+    alphas = experiment.mix.alphas
     gpu_s = lambda flops: flops / (args.tflops * 1e12)  # noqa: E731
 
-    finetune = cfg["finetune_retain"]["epochs"] * qa_tokens(data["retain"]) * train
-    inject = cfg["inject"]["epochs"] * (qa_tokens(data["forget"]) * 3) * train  # forget + a retain batch beside it
+    finetune = experiment.train["finetune_retain"].epochs * qa_tokens(data["retain"]) * train
+    inject = experiment.inject.epochs * (qa_tokens(data["forget"]) * 3) * train  # forget + a retain batch beside it
     # forget + retain batches, plus a reference forward for NPO/DPO (counted for every objective)
-    unlearn = cfg["unlearn"]["train"]["epochs"] * qa_tokens(data["forget"]) * 2 * (train + fwd)
+    unlearn = experiment.unlearn_train.epochs * qa_tokens(data["forget"]) * 2 * (train + fwd)
 
     def perturbed_tokens(records, keys):
         return sum(args.template_tokens + tokens(r["question"]) + sum(tokens(r[k]) for k in keys)
@@ -99,10 +101,10 @@ def main():
               + perturbed_tokens(data["retain_perturbed"], ("answer", "paraphrased_answer"))
               + perturbed_tokens(data["real_authors_perturbed"], ("answer",))
               + perturbed_tokens(data["world_facts_perturbed"], ("answer",)))
-    if cfg["mix"]["rs_items"] == "all":
+    if experiment.mix.rs_items == "all":
         scored += qa_tokens(data["retain"])
     questions = sum(len(data[r]) for r in ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed"))
-    steps = math.ceil(questions / cfg["mix"]["batch_size"]) * cfg["mix"]["max_new_tokens"]
+    steps = math.ceil(questions / experiment.mix.batch_size) * experiment.mix.max_new_tokens
     weight_bytes = 2 * n_params  # bf16
     point = gpu_s(scored * fwd) + steps * weight_bytes / (args.hbm_tbps * 1e12)
     rows = [("finetune θr (FSDP)", gpu_s(finetune), 1),

@@ -155,6 +155,15 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# type -> (accepts a value?, what was expected, normalise); a bool is never a number here
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), "true or false", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+}
+
+
 def _convert(value, tp, path: str):
     """``value`` checked (and normalised: ints to floats, lists to tuples) against the type ``tp``."""
     origin = typing.get_origin(tp)
@@ -190,22 +199,11 @@ def _convert(value, tp, path: str):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {_kind(value)} {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {_kind(value)} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {_kind(value)} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {_kind(value)} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {_kind(value)} {value!r}")
-        return value
+    if tp in _SCALARS:
+        accepts, expected, cast = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(f"{path}: expected {expected}, got {_kind(value)} {value!r}")
+        return cast(value)
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise ConfigError(f"{path}: cannot read {value!r} as {_type_name(tp)}")

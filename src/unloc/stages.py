@@ -592,9 +592,6 @@ def score_point(params: MixParams, model, reference, data, out, device="cpu") ->
     io.write_csv(out, [{"alpha": 0.0, **row}], point_columns(params))
 
 
-CURVE_LABELS = ("scenario", "objective", "localizer", "seed")
-
-
 @stage("mix_eval", settings=MixParams, version=4, runs_model=True,
        args=(Arg(name="model", help="θu (a delta on θo)"),
              Arg(name="reference", help="θr's forget truth ratios from reference_stats"), DATA,
@@ -604,6 +601,7 @@ CURVE_LABELS = ("scenario", "objective", "localizer", "seed")
 def mix_eval(params: MixParams, model, reference, data, out, origin=None, device="cpu") -> None:
     """Model mixing θ(α) = (1-α)θo + αθu over an α grid: one curve.csv row per α with its
     labels (scenario, objective, localizer, seed: from θu's metadata) and every curve metric."""
+    from unloc.metrics.curve import CURVE_LABELS
     from unloc.mixing import DeltaMixer, alpha_grid
 
     theta_u = model

@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 
 from unloc import io, stats
+from unloc.metrics.curve import CURVE_LABELS as LABELS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import Registry, Spec, parse_settings
 from unloc.stats import StatsSettings
-
-LABELS = ("scenario", "objective", "localizer", "seed")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ from unloc.data import build_dataset, load_role, write_dataset
 from unloc.data.collate import encode_records
 from unloc.localizers import oracle_mask
 from unloc.masks import load_mask, save_mask
-from unloc.metrics.curve import curve_columns
+from unloc.metrics.curve import CURVE_LABELS, curve_columns
 from unloc.models import MaskedDownProj
 from unloc.objectives import LossContext
 from unloc.precision import autocast_context, check_precision
@@ -273,7 +273,7 @@ def test_every_objective_unlearns_under_bf16_and_mixing_stays_close_to_fp32(buil
         stages.mix_eval({**MIX, "precision": precision}, tmp_path / "npo.safetensors", reference, built / "data",
                         tmp_path / f"curve_{precision}.csv")
         with open(tmp_path / f"curve_{precision}.csv", newline="") as f:
-            curves[precision] = torch.tensor([[float(v) for k, v in row.items() if k not in stages.CURVE_LABELS]
+            curves[precision] = torch.tensor([[float(v) for k, v in row.items() if k not in CURVE_LABELS]
                                               for row in csv.DictReader(f)], dtype=torch.float64)
     assert curves["fp32"].shape == (MIX["mix"]["alphas"], len(curve_columns(("es", "fq", "mu"))) + 1)
     assert not torch.equal(curves["fp32"], curves["bf16"])

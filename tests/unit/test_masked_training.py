@@ -109,3 +109,27 @@ def test_mask_that_does_not_fit_is_refused(tiny_model):
     mask = oracle_mask(n_layers=2, d_ff=128, ratio=0.1, seed=0)
     with pytest.raises(ValueError, match="d_ff"):
         attach_masked(tiny_model, "columns", mask.indices())
+
+
+def test_the_training_loop_calls_an_optimizers_second_order_hook_after_every_step(monkeypatch):
+    """The hook a curvature-keeping optimizer (Sophia) registers: called with the optimizer, the
+    loss function and the step's batch, after the step's update, once per step."""
+    from unloc.data.collate import Encoded
+    from unloc.optim import OptimizerSpec, adamw
+    from unloc.train import Batcher, TrainSettings, train
+
+    calls = []
+
+    def hook(optimizer, loss_fn, batch, step):
+        calls.append((type(optimizer).__name__, step, float(loss_fn(batch))))
+
+    spec = OptimizerSpec(name="adamw_with_hook", fn=lambda p, lr, wd, s: adamw(p, lr, wd), second_order=hook)
+    monkeypatch.setitem(OPTIMIZERS._specs, spec.name, spec)
+    model = make_tiny_model().train()
+    examples = [Encoded(list(range(3, 13)), [-100] * 4 + list(range(7, 13)), 5) for _ in range(6)]
+    cfg = TrainSettings(lr=1e-2, epochs=2, batch_size=4, optimizer=spec.name)
+    log = train(list(model.parameters()), lambda b: answer_nll(model, b["main"]), Batcher(examples, 4, 0, seed=0),
+                cfg, seed=0)
+    assert [(name, step) for name, step, _ in calls] == [("AdamW", s) for s in range(4)]
+    # after the update: the hook sees the loss the next step starts from, lower than the logged one
+    assert all(after < row["loss"] for (_, _, after), row in zip(calls, log))

@@ -40,6 +40,8 @@ from unloc.metrics.tofu import (
 from unloc.registry import Registry, Spec
 
 RS_FROM_MU_PASS = "retain_perturbed"
+CURVE_LABELS = ("scenario", "objective", "localizer", "seed")
+"""The first columns of every ``curve.csv``: what the curve is, so that tables select by value."""
 FORGET = "forget_perturbed"
 
 
