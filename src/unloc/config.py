@@ -21,6 +21,7 @@ from unloc.localizers import LOCALIZERS
 from unloc.metrics.curve import curve_columns
 from unloc.objectives import OBJECTIVES, ObjectiveRun, parse_objective
 from unloc.registry import ConfigError, parse_settings, suggest
+from unloc.sanity import SanitySettings
 from unloc.stages import EvalSettings, MixSettings
 from unloc.stats import StatsSettings
 from unloc.tables import TABLES
@@ -46,6 +47,7 @@ class Experiment:
     stats: StatsSettings
     tables: tuple[str, ...]
     figures: tuple[str, ...]
+    sanity: SanitySettings
 
 
 def merge_configs(base: dict, override: dict) -> dict:
@@ -145,7 +147,8 @@ def check_config(config: dict) -> Experiment:
         train=train, inject=inject, unlearn_train=unlearn_train,
         objectives=runs, unlearn_objectives=objective_names, localizers=localizers,
         unlearn_localizers=wanted, mix=mix, eval=parse_settings(EvalSettings, config["eval"], "eval"),
-        stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures)
+        stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
+        sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"))
 
 
 def _needs(what: str, needs, columns: set[str], where: str) -> None:

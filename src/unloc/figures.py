@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec  # noqa: E402
-from unloc.tables import objective_label, read_curves  # noqa: E402
+from unloc.tables import injection_verdict, objective_label, read_curves  # noqa: E402
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
@@ -48,10 +48,12 @@ def mu_fq(ax, curves) -> None:
     ax.axhline(0.95 * mu0, color="gray", ls="--", lw=0.8, label="95% of θo's MU")
 
 
-def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf) -> None:
+def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf, sanity_csv=None) -> None:
+    """A figure's PNG and PDF; on injected curves whose sanity check failed, the figure says so."""
     spec = FIGURES[name]
     (x_col, y_col), (x_label, y_label) = spec.needs, spec.labels
     curves = read_curves(curve_paths)
+    verdict = injection_verdict(curves, sanity_csv)
     objectives = list(dict.fromkeys(c.objective for c in curves))
     fig, axes = plt.subplots(1, len(objectives), figsize=(3.6 * len(objectives), 3.4), squeeze=False)
     for ax, objective in zip(axes[0], objectives):
@@ -69,7 +71,11 @@ def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf)
     # a one- or two-panel figure is too narrow for the title on one line
     sep = ": " if len(objectives) > 2 else "\n"
     fig.suptitle(f"{model}{sep}{spec.title} curves by model mixing (all seeds)", fontsize=10)
-    fig.tight_layout()
+    failed = verdict is not None and not verdict.passed
+    if failed:
+        fig.text(0.5, 0.01, "SANITY CHECK FAILED: θo did not memorize the forget set (sanity.csv)",
+                 ha="center", va="bottom", color="tab:red", fontsize=9, weight="bold")
+    fig.tight_layout(rect=(0, 0.06 if failed else 0, 1, 1))
     for path in (out_png, out_pdf):
         with io.atomic_path(path) as tmp:
             fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)

@@ -67,10 +67,6 @@ class NoSettings:
     """A variant without settings of its own."""
 
 
-def help_of(cls, name: str) -> str:
-    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
-
-
 def parse_settings(cls, value: Mapping | None, path: str):
     """``value`` as an instance of the settings dataclass ``cls``; ``path`` names the block in errors."""
     if value is None:

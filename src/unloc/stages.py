@@ -43,6 +43,8 @@ from unloc.models import build_tiny_llama, train_tokenizer
 from unloc.objectives import LossContext, ObjectiveRun, forget_retain_nll, parse_objective, prepare_loss
 from unloc.precision import PRECISIONS, autocast_context, checkpoint_dtype
 from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
+from unloc.sanity import SanitySettings, check_rows
+from unloc.sanity import write as write_sanity
 from unloc.scoring import answer_nll
 from unloc.train import Batcher, InjectSettings, LoopSettings, TrainSettings, masked_train, train, write_log
 
@@ -154,7 +156,6 @@ class QaParams(ModelParams):
 
 MODEL = Arg(name="model", help="model directory or delta")
 DATA = Arg(name="data", help="dataset directory from prepare_data")
-OUT = Arg(name="out", help="output path")
 LOG = Arg(name="log", help="training log CSV (loss per step)")
 
 
@@ -635,21 +636,27 @@ def _origin_row(path, columns: list[str]) -> dict[str, str]:
     return rows[0]
 
 
-@stage("sanity", args=(Arg(name="result", help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json",
-                           repeat=True, metavar="NAME=JSON"),
-                       Arg(name="out", help="output sanity.csv")))
-def sanity(result: list[str], out) -> None:
-    """Collect ES results into results/{name}/sanity.csv; rows named theta_o[s*] are also averaged into theta_o."""
-    rows = [{"checkpoint": name, **_es_of(path)} for name, path in _named_paths(result, "--result").items()]
-    seeds = [r for r in rows if r["checkpoint"].startswith("theta_o[")]
-    if seeds:
-        rows.insert(next(i for i, r in enumerate(rows) if r in seeds), {
-            "checkpoint": "theta_o",
-            "es_forget": sum(r["es_forget"] for r in seeds) / len(seeds),
-            "es_retain": sum(r["es_retain"] for r in seeds) / len(seeds)})
-    io.write_csv(out, [{"checkpoint": r["checkpoint"], "es_forget": f"{r['es_forget']:.4f}",
-                        "es_retain": f"{r['es_retain']:.4f}"} for r in rows],
-                 ["checkpoint", "es_forget", "es_retain"])
+@dataclass(frozen=True, kw_only=True)
+class SanityParams:
+    sanity: SanitySettings = setting(SanitySettings(), "the config's sanity section")
+
+
+@stage("sanity", settings=SanityParams, version=2,
+       args=(Arg(name="result", help="a named ES result, e.g. theta_r=results/tiny/es/theta_r.json",
+                 repeat=True, metavar="NAME=JSON"),
+             Arg(name="out", help="output sanity.csv")))
+def sanity(params: SanityParams, result: list[str], out) -> None:
+    """results/{name}/sanity.csv: ES of every checkpoint, and whether each θo (theta_o[s*], and
+    their mean theta_o) memorized the forget set and kept the retain set (sanity.py)."""
+    results = {name: _es_of(path) for name, path in _named_paths(result, "--result").items()}
+    rows = check_rows(results, params.sanity)
+    for row in rows:
+        if row["pass"] == "no" and row["checkpoint"] != "theta_o":
+            logger.warning("sanity check failed for %s: forget ES %.4f, retain ES %.4f against θr's %.4f, %.4f "
+                           "(margins: forget +%s, retain -%s)", row["checkpoint"], row["es_forget"], row["es_retain"],
+                           results["theta_r"]["es_forget"], results["theta_r"]["es_retain"],
+                           params.sanity.forget_margin, params.sanity.retain_drop)
+    write_sanity(out, rows)
 
 
 def _es_of(path) -> dict:
@@ -670,13 +677,18 @@ CURVES = Arg(name="curves", help="curve.csv files of the mixing sweeps", positio
 NAME = Arg(name="name", help="experiment name for the title")
 
 
-@stage("table", settings=TableParams,
-       args=(NAME, Arg(name="out_csv", help="output CSV"), Arg(name="out_md", help="output markdown"), CURVES))
-def table(params: TableParams, name, out_csv, out_md, curves) -> None:
-    """One registered table (tables.py) from mixing curves, as CSV and markdown."""
+SANITY = Arg(name="sanity", help="sanity.csv: its verdict is printed on tables and figures of injected curves",
+             required=False)
+
+
+@stage("table", settings=TableParams, version=2,
+       args=(NAME, Arg(name="out_csv", help="output CSV"), Arg(name="out_md", help="output markdown"), SANITY, CURVES))
+def table(params: TableParams, name, out_csv, out_md, curves, sanity=None) -> None:
+    """One registered table (tables.py) from mixing curves, as CSV and markdown, with the sanity
+    verdict of the injection its curves rest on."""
     from unloc.tables import write_table
 
-    write_table(params.table, params.stats, curves, name, out_csv, out_md)
+    write_table(params.table, params.stats, curves, name, out_csv, out_md, sanity)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -684,13 +696,14 @@ class FigureParams:
     figure: str = setting(help="a figure name (figures.py)")
 
 
-@stage("figure", settings=FigureParams,
-       args=(NAME, Arg(name="out_png", help="output PNG"), Arg(name="out_pdf", help="output PDF"), CURVES))
-def figure(params: FigureParams, name, out_png, out_pdf, curves) -> None:
-    """One registered figure (figures.py) from mixing curves, as PNG and PDF."""
+@stage("figure", settings=FigureParams, version=2,
+       args=(NAME, Arg(name="out_png", help="output PNG"), Arg(name="out_pdf", help="output PDF"), SANITY, CURVES))
+def figure(params: FigureParams, name, out_png, out_pdf, curves, sanity=None) -> None:
+    """One registered figure (figures.py) from mixing curves, as PNG and PDF, marked when the
+    sanity check of the injection its curves rest on failed."""
     from unloc.figures import plot_figure
 
-    plot_figure(params.figure, curves, name, out_png, out_pdf)
+    plot_figure(params.figure, curves, name, out_png, out_pdf, sanity)
 
 
 # --------------------------------------------------------------------------- export

@@ -65,8 +65,15 @@ def aues(fs: ArrayLike, rs: ArrayLike, extend: bool = False) -> float:
     return float(_aues_rows(fs_arr, rs_arr, extend))
 
 
+MIN_LOG10_FQ = float(np.log10(np.nextafter(0.0, 1.0)))  # log10 of the smallest positive double, -323.3
+
+
 def _mu95_rows(mu: np.ndarray, log10_fq: np.ndarray, threshold: float) -> np.ndarray:
-    """MU95 along the last axis, with ``mu[..., 0]`` the reference (θo); NaN where not reached."""
+    """MU95 along the last axis, with ``mu[..., 0]`` the reference (θo); NaN where not reached.
+
+    log10 FQ is floored at ``MIN_LOG10_FQ`` (FQ at the smallest positive double), so a point whose
+    p-value underflowed interpolates like any other instead of turning the result into NaN."""
+    log10_fq = np.maximum(log10_fq, MIN_LOG10_FQ)
     target = threshold * mu[..., :1]
     below = mu[..., 1:] <= target
     reached = below.any(axis=-1)

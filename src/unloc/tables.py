@@ -14,6 +14,7 @@ seed-level bootstrap CI of Oracle − Random and a TOST equivalence p-value (doc
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ from unloc import io, stats
 from unloc.metrics.curve import CURVE_LABELS as LABELS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import Registry, Spec, parse_settings
+from unloc.sanity import Verdict, read_verdict
 from unloc.stats import StatsSettings
+
+logger = logging.getLogger("unloc")
+INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,12 +68,34 @@ def read_curves(paths: list[str]) -> list[Curve]:
     return curves
 
 
-def write_table(name: str, stats_settings, curve_paths: list[str], model: str, out_csv, out_md) -> pd.DataFrame:
+def injection_verdict(curves: list[Curve], sanity_csv) -> Verdict | None:
+    """The sanity verdict of the injection the curves rest on; None for curves of no injection."""
+    if not any(c.scenario == INJECTED for c in curves):
+        return None
+    if sanity_csv is None:
+        raise io.ArtifactError("curves of an injected θo need its sanity.csv (--sanity) for the verdict")
+    verdict = read_verdict(sanity_csv)
+    if not verdict.passed:
+        logger.warning("%s", verdict.line().replace("**", ""))
+    return verdict
+
+
+def write_table(name: str, stats_settings, curve_paths: list[str], model: str, out_csv, out_md,
+                sanity_csv=None) -> pd.DataFrame:
+    """A table's CSV and markdown; on injected curves both carry the sanity verdict (a ``sanity``
+    column: pass or fail; a line under the markdown title)."""
     spec = TABLES[name]
     settings = parse_settings(StatsSettings, stats_settings, "stats")
-    table = spec.fn(read_curves(curve_paths), settings, model)
+    curves = read_curves(curve_paths)
+    table = spec.fn(curves, settings, model)
+    verdict = injection_verdict(curves, sanity_csv)
+    markdown = spec.markdown(table, settings)
+    if verdict is not None:
+        table["sanity"] = "pass" if verdict.passed else "fail"
+        title, _, rest = markdown.partition("\n")
+        markdown = f"{title}\n\n{verdict.line()}\n{rest}"
     io.atomic_write_text(out_csv, table.to_csv(index=False))
-    io.atomic_write_text(out_md, spec.markdown(table, settings))
+    io.atomic_write_text(out_md, markdown)
     return table
 
 

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from unloc.stats import (
+    MIN_LOG10_FQ,
     aues,
     aues_permutation_test,
     mu95,
@@ -72,6 +73,26 @@ def test_mu95_interpolates_between_points():
     assert mu95(mu, fq) == pytest.approx(-6.0, abs=1e-12)
     # A different threshold moves the target: 0.9 * 2.0 = 1.8 lies 0.06 / 0.36 past 1.86.
     assert mu95(mu, fq, threshold=0.9) == pytest.approx(-8.0 - (0.06 / 0.36) * 4.0, abs=1e-12)
+
+
+def test_mu95_through_an_underflowed_fq_is_finite():
+    """A p-value that underflowed (log10 FQ = -inf) on the point before an exact crossing: the
+    result is the crossing point's log10 FQ, not NaN (0 x -inf); one beyond the crossing is floored."""
+    mu, fq = [1.0, 0.97, 0.95, 0.5], [-1.0, -np.inf, -4.0, -5.0]
+    assert mu95(mu, fq) == -4.0
+    assert mu95([1.0, 0.96, 0.9], [-1.0, -3.0, -np.inf]) == pytest.approx(-3.0 + (0.01 / 0.06) * (MIN_LOG10_FQ + 3.0))
+    assert pytest.approx(-323.306, abs=1e-3) == MIN_LOG10_FQ
+
+
+def test_fq_is_floored_at_the_smallest_positive_double():
+    from unloc.metrics.tofu import SMALLEST_FQ, forget_quality, log10_fq
+
+    apart = np.arange(1000.0), np.arange(1000.0) + 1e6  # KS statistic 1 on 1000 vs 1000: p underflows to 0
+    assert sps.ks_2samp(*apart).pvalue == 0.0
+    assert forget_quality(*apart) == SMALLEST_FQ == 5e-324
+    close = np.arange(400.0), np.arange(400.0) + 1e6  # 400 vs 400: p = 1.1e-239, above the floor
+    assert forget_quality(*close) == sps.ks_2samp(*close).pvalue
+    assert log10_fq(*apart) == pytest.approx(MIN_LOG10_FQ)
 
 
 def test_mu95_never_reached_is_nan():

@@ -55,17 +55,26 @@ def test_table2_values_from_known_curves(curves):
     assert mu95["random_mean"] == pytest.approx(-3.0)  # the same crossing, FQ shifted by 2
 
 
-def test_table2_files(curves, tmp_path):
-    write_table("table2", STATS, curves, "tiny", tmp_path / "t.csv", tmp_path / "t.md")
+@pytest.fixture
+def sanity_csv(tmp_path):
+    from unloc.sanity import SanitySettings, check_rows, write
+
+    results = {"theta_r": {"es_forget": 0.1, "es_retain": 0.9}, "theta_o[s7]": {"es_forget": 0.9, "es_retain": 0.9}}
+    write(tmp_path / "sanity.csv", check_rows(results, SanitySettings()))
+    return tmp_path / "sanity.csv"
+
+
+def test_table2_files(curves, tmp_path, sanity_csv):
+    write_table("table2", STATS, curves, "tiny", tmp_path / "t.csv", tmp_path / "t.md", sanity_csv)
     md = (tmp_path / "t.md").read_text()
     assert "Table 2: Random vs Oracle (tiny)" in md
     assert "| NPO | AUES (↑) | 0.600 ± 0.010 | 0.800 ± 0.010 |" in md
-    assert pd.read_csv(tmp_path / "t.csv").shape == (2, len(TABLE2_COLUMNS))
+    assert pd.read_csv(tmp_path / "t.csv").shape == (2, len(TABLE2_COLUMNS) + 1)  # + the sanity verdict
 
 
 @pytest.mark.parametrize("name", FIGURES.names())
-def test_every_figure_is_written_as_png_and_pdf(curves, tmp_path, name):
-    plot_figure(name, curves, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+def test_every_figure_is_written_as_png_and_pdf(curves, tmp_path, name, sanity_csv):
+    plot_figure(name, curves, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf", sanity_csv)
     assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import fresh_workdir, load_config, planned_jobs, snakemake, write_config
+from helpers import planned_jobs, write_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    config = load_config()
-    workdir = fresh_workdir(tmp_path_factory.mktemp("quick"), config)
-    snakemake(workdir, "--cores", "2")
-    assert planned_jobs(workdir) == set(), "a finished build should have nothing left to do"
-    return workdir, config
+@pytest.fixture
+def built(quick_build):
+    return quick_build
 
 
 def dry_run_with(built, change) -> set[str]:
@@ -91,6 +87,11 @@ def test_other_objectives_settings_do_not_touch_npo(built):
 
 def test_stats_settings_rerun_only_the_table(built):
     assert dry_run_with(built, lambda c: c["stats"].update(n_resamples=2000)) == {"table[table=table2]", "all[]"}
+
+
+def test_sanity_settings_rerun_only_the_check_and_what_prints_its_verdict(built):
+    jobs = dry_run_with(built, lambda c: c.update(sanity={"forget_margin": 0.5}))
+    assert jobs == {"sanity[]", "all[]"} | REPORTS
 
 
 def test_the_alpha_grid_reruns_the_sweeps_but_not_the_reference(built):

@@ -23,12 +23,13 @@ localrules:
 
 
 rule sanity:
-    """results/{name}/sanity.csv: does θo memorize the forget set, and θr not?"""
+    """results/{name}/sanity.csv: did each θo memorize the forget set and keep the retain set?"""
     input:
         list(sanity_results().values()),
     output:
         SANITY,
     params:
+        p=stage_params("sanity", sanity=to_dict(EXPERIMENT.sanity)),
         results=" ".join(f"--result {n}={p}" for n, p in sanity_results().items()),
     conda:
         CONDA_ENV

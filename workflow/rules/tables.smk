@@ -10,7 +10,8 @@ localrules:
 rule table:
     """One registered table (src/unloc/tables.py) from the experiment's mixing curves."""
     input:
-        CURVES,
+        curves=CURVES,
+        sanity=SANITY,
     output:
         csv=report(f"{R}/tables/{{table}}.csv", caption="../report/{table}.rst", category="Tables"),
         md=f"{R}/tables/{{table}}.md",
@@ -22,13 +23,15 @@ rule table:
     log:
         f"{LOGS}/table_{{table}}.log",
     shell:
-        command("table", "--name {params.name} --out-csv {output.csv} --out-md {output.md} {input}", threads=False)
+        command("table", "--name {params.name} --out-csv {output.csv} --out-md {output.md} --sanity {input.sanity}"
+                " {input.curves}", threads=False)
 
 
 rule figure:
     """One registered figure (src/unloc/figures.py) from the experiment's mixing curves."""
     input:
-        CURVES,
+        curves=CURVES,
+        sanity=SANITY,
     output:
         png=report(f"{R}/figures/{{figure}}.png", caption="../report/{figure}.rst", category="Figures"),
         pdf=f"{R}/figures/{{figure}}.pdf",
@@ -40,7 +43,8 @@ rule figure:
     log:
         f"{LOGS}/figure_{{figure}}.log",
     shell:
-        command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} {input}", threads=False)
+        command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} --sanity {input.sanity}"
+                " {input.curves}", threads=False)
 
 
 for _name, _files in [*((t, expand(f"{R}/tables/{t}.{{ext}}", ext=["csv", "md"])) for t in EXPERIMENT.tables),

@@ -8,6 +8,7 @@ a trailing EOS; only they carry labels (TOFU's fine-tuning convention).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,15 @@ def prompt_text(tokenizer, question: str, system_prompt: str | None = None) -> s
     return PLAIN_PROMPT.format(question=question)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _token_ids(tokenizer, text: str) -> tuple[int, ...]:
+    """``text``'s token ids, memoised per tokenizer object: a mixing sweep scores the same prompts
+    and answers at every α point (the cache holds the tokenizer, so its identity is never reused)."""
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def prompt_ids(tokenizer, question: str, system_prompt: str | None = None) -> list[int]:
-    ids = tokenizer(prompt_text(tokenizer, question, system_prompt), add_special_tokens=False)["input_ids"]
+    ids = list(_token_ids(tokenizer, prompt_text(tokenizer, question, system_prompt)))
     if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None:
         ids = [tokenizer.bos_token_id] + ids
     return ids
@@ -35,7 +43,7 @@ def prompt_ids(tokenizer, question: str, system_prompt: str | None = None) -> li
 def answer_ids(tokenizer, answer: str) -> list[int]:
     """Answer tokens without EOS. Plain prompts end in ':' so the answer starts with a space."""
     text = answer if getattr(tokenizer, "chat_template", None) else " " + answer
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return list(_token_ids(tokenizer, text))
 
 
 @dataclass

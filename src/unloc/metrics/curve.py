@@ -131,7 +131,7 @@ def forget_quality_metric(point: PointScores) -> dict[str, float]:
     if point.reference_tr is None:
         raise ValueError("fq needs θr's forget truth ratios (the reference_stats stage)")
     fq = forget_quality(point.truth_ratios(FORGET), point.reference_tr)
-    return {"fq": fq, "log10_fq": math.log10(fq) if fq > 0 else float("-inf")}
+    return {"fq": fq, "log10_fq": math.log10(fq)}  # finite: forget_quality floors FQ
 
 
 @CURVE_METRICS.register("mu", columns=("mu", *UTILITY_PARTS), needs=tuple(role for _, role, _ in UTILITY_SPLITS))

@@ -243,15 +243,21 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> flo
     return float(np.mean([scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)]))
 
 
+SMALLEST_FQ = math.ulp(0.0)
+"""FQ's floor, the smallest positive double (5e-324): a p-value that underflows to 0 becomes this, so
+log10 FQ stays finite (>= -323.3) and MU95 can interpolate through it."""
+
+
 def forget_quality(tr_model_forget, tr_reference_forget) -> float:
-    """FQ: two-sample KS p-value between the raw forget truth ratios of a model and of θr."""
-    return float(stats.ks_2samp(_numpy(tr_model_forget), _numpy(tr_reference_forget)).pvalue)
+    """FQ: two-sample KS p-value between the raw forget truth ratios of a model and of θr,
+    floored at ``SMALLEST_FQ``."""
+    p = float(stats.ks_2samp(_numpy(tr_model_forget), _numpy(tr_reference_forget)).pvalue)
+    return max(p, SMALLEST_FQ)
 
 
 def log10_fq(tr_model_forget, tr_reference_forget) -> float:
-    """log10 FQ, the number the paper's tables show; -inf if the p-value underflows to 0."""
-    p = forget_quality(tr_model_forget, tr_reference_forget)
-    return math.log10(p) if p > 0 else -math.inf
+    """log10 FQ, the number the paper's tables show (finite: FQ is floored)."""
+    return math.log10(forget_quality(tr_model_forget, tr_reference_forget))
 
 
 def model_utility(parts: dict[str, float]) -> float:
