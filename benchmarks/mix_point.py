@@ -125,7 +125,8 @@ def main():
           f"{mix.max_new_tokens} new tokens; {sum(map(len, roles.values()))} items in {len(ROLES)} roles; "
           f"torch threads {torch.get_num_threads()}")
     print(f"one point: {wall:.2f} s  (forward passes: scoring {counter.seconds['scored']:.2f} s, "
-          f"decoding {counter.seconds['generated']:.2f} s; the rest: arithmetic on the logits (log-softmax, argmax), ROUGE, tokenization, statistics)")
+          f"decoding {counter.seconds['generated']:.2f} s; the rest: arithmetic on the logits (log-softmax, "
+          "argmax), ROUGE, tokenization, statistics)")
     print(f"tokens: {counter.scored} scored + {counter.generated} generated; "
           f"FLOPs = 2 x {n_params / 1e6:.2f}M x tokens = {flops / 1e9:.2f} GFLOP")
     print(f"achieved {achieved / 1e9:.2f} GFLOP/s")

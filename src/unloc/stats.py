@@ -96,13 +96,14 @@ def mu95(mu: ArrayLike, log10_fq: ArrayLike, threshold: float = 0.95) -> float:
     first index i >= 1 with ``mu[i] <= threshold * mu[0]`` (first along α, so a later recovery
     of MU does not move it); MU is interpolated linearly between points i-1 and i to where it
     equals the target, and log10 FQ is interpolated at the same fraction. Returns NaN when MU
-    never drops that far (Table 2's "not reached").
+    never drops that far (Table 2's "not reached"), and when θo has no utility to lose (MU of θo
+    is 0, as a harmonic mean is when any of its parts is): MU95 is undefined there.
     """
     mu_arr, fq_arr = _as_sweep_pair(mu, log10_fq)
     if mu_arr.ndim != 1 or mu_arr.size < 2:
         raise ValueError(f"mu95 takes one sweep of >= 2 points, got shape {mu_arr.shape}")
     if not mu_arr[0] > 0:
-        raise ValueError(f"MU of θo must be positive, got {mu_arr[0]}")
+        return float("nan")
     return float(_mu95_rows(mu_arr, fq_arr, threshold))
 
 
@@ -172,7 +173,7 @@ def mu95_shuffle_test(
     """
     ma, qa, mb, qb = _as_seed_arrays(mu_a, fq_a, mu_b, fq_b)
     if not np.all(ma[:, 0] > 0) or not np.all(mb[:, 0] > 0):
-        raise ValueError("MU of θo (α = 0) must be positive")
+        return float("nan"), float("nan")  # MU95 is undefined where θo's MU is 0
     n_seeds, n_alpha = ma.shape
     ref_mu = (ma[:, :1] + mb[:, :1]) / 2
     ref_fq = (qa[:, :1] + qb[:, :1]) / 2

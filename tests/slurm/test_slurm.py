@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from helpers import REPO, SNAKEMAKE, env, load_config, planned_jobs, write_config  # noqa: E402
+from helpers import REPO, SNAKEMAKE, env, planned_jobs, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -40,8 +38,6 @@ SLURM_VARS = ("UNLOC_SLURM_ACCOUNT", "UNLOC_SLURM_PARTITION")
 RUN_TIMEOUT = 3600
 START_TIMEOUT = 1800
 STOP_TIMEOUT = 600
-# The local reference build runs while the SLURM build waits on its status polls.
-CONCURRENT_LOCAL = True
 
 # A job's id is a number; a group job's (unlearn + its mixing sweep, `group: "sweep"`) a uuid.
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+)")
@@ -251,39 +247,30 @@ def with_npo_lr_doubled(config: dict) -> dict:
 
 
 class Builds:
-    """The quick config built locally and through SLURM, each once per module, on first use."""
+    """The quick config built through SLURM once per module, on first use, beside the session's
+    local build of it (tests/conftest.py)."""
 
-    def __init__(self, cluster: Cluster, tmp_path_factory):
+    def __init__(self, cluster: Cluster, tmp_path_factory, local_build):
         self.cluster, self.tmp = cluster, tmp_path_factory
-        self.config = load_config()
-        self._local: Pending | None = None
+        self.local_workdir, self.config = local_build
 
     def workdir(self, name: str) -> Path:
         workdir = self.tmp.mktemp(name)
         write_config(workdir, self.config)
         return workdir
 
-    def start_local(self) -> None:
-        if self._local is None:
-            self._local = Pending(self.workdir("local"), "--cores", "2")
-
-    @cached_property
-    def local(self) -> Run:
-        self.start_local()
-        return self._local.wait()
-
     @cached_property
     def slurm(self) -> Run:
         workdir = self.workdir("slurm")
         self.planned = planned_jobs(workdir)  # what a fresh build has to run, from a dry run
-        if CONCURRENT_LOCAL:
-            self.start_local()
         return snakemake(workdir, "--profile", "slurm", extra_env=self.cluster.env)
 
 
 @pytest.fixture(scope="module")
-def builds(slurm_cluster, tmp_path_factory):
-    return Builds(slurm_cluster, tmp_path_factory)
+def builds(slurm_cluster, tmp_path_factory, request):
+    # the local reference is built only where a cluster is there to compare it with
+    local = request.getfixturevalue("quick_build") if slurm_cluster.reason is None else (None, None)
+    return Builds(slurm_cluster, tmp_path_factory, local)
 
 
 # --------------------------------------------------------------------------- tests
@@ -326,10 +313,10 @@ def test_missing_variable_stops_the_run_before_any_submission(slurm_cluster, bui
 
 def test_quick_config_through_slurm_equals_a_local_run(slurm_cluster, builds, pytestconfig):
     slurm_cluster.require()
-    slurm, local = builds.slurm, builds.local
+    slurm = builds.slurm
     say(pytestconfig, f"[slurm] quick config: {len(slurm.submissions)} sbatch submissions for"
         f" {len(slurm.submitted_jobs)} cluster jobs, {len(slurm.local_jobs)} local jobs;"
-        f" {slurm.seconds:.0f} s through SLURM (with the local reference build running beside it)")
+        f" {slurm.seconds:.0f} s through SLURM")
 
     # Every job ran once, and exactly the jobs of non-local rules went through sbatch.
     assert {j for j, _ in slurm.jobs.values()} == builds.planned
@@ -340,7 +327,7 @@ def test_quick_config_through_slurm_equals_a_local_run(slurm_cluster, builds, py
     assert "all[]" in slurm.local_jobs
 
     ours = deterministic_outputs(slurm.workdir, builds.config)
-    theirs = deterministic_outputs(local.workdir, builds.config)
+    theirs = deterministic_outputs(builds.local_workdir, builds.config)
     assert len(ours) >= 10 and any(k.endswith("unloc.json") for k in ours), sorted(ours)
     assert ours == theirs, {k: (ours.get(k), theirs.get(k)) for k in ours.keys() | theirs.keys()
                             if ours.get(k) != theirs.get(k)}

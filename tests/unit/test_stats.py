@@ -95,6 +95,14 @@ def test_fq_is_floored_at_the_smallest_positive_double():
     assert log10_fq(*apart) == pytest.approx(MIN_LOG10_FQ)
 
 
+def test_mu95_is_undefined_not_an_error_where_theta_o_has_no_utility():
+    """MU is a harmonic mean: one zero part (no ROUGE overlap on a split) makes MU(θo) 0, and a
+    table must still be built (a NaN, printed "not reached"), as it was not before."""
+    assert np.isnan(mu95([0.0, 0.0, 0.0], [-1.0, -2.0, -3.0]))
+    zero = np.zeros((2, 3))
+    assert all(np.isnan(mu95_shuffle_test(zero, zero - 1, zero, zero - 1, n_resamples=100, seed=0)))
+
+
 def test_mu95_never_reached_is_nan():
     assert np.isnan(mu95([1.0, 0.99, 0.97, 0.951], [-1.0, -2.0, -3.0, -4.0]))
 
