@@ -24,11 +24,14 @@ def dry_run_with(built, change) -> set[str]:
     return planned_jobs(workdir, "--configfile", str(path))
 
 
-def test_sanity_csv_has_every_checkpoint(built):
+def test_sanity_csv_has_every_checkpoint_and_the_quick_theta_o_passes(built):
+    """The quick build is CI's end-to-end check: its θo must really have memorized the forget set."""
     workdir, _ = built
-    rows = (workdir / "results/quick/sanity.csv").read_text().splitlines()
-    assert rows[0] == "checkpoint,es_forget,es_retain"
-    assert [r.split(",")[0] for r in rows[1:]] == ["theta_p", "theta_r", "theta_o", "theta_o[s7]", "theta_o[s19]"]
+    rows = [line.split(",") for line in (workdir / "results/quick/sanity.csv").read_text().splitlines()]
+    assert rows[0] == ["checkpoint", "es_forget", "es_retain", "pass"]
+    assert [r[0] for r in rows[1:]] == ["theta_p", "theta_r", "theta_o", "theta_o[s7]", "theta_o[s19]"]
+    assert [r[3] for r in rows[1:]] == ["", "", "yes", "yes", "yes"]
+    assert "Sanity check passed" in (workdir / "results/quick/tables/table2.md").read_text()
 
 
 SEEDS = (7, 19)

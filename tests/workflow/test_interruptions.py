@@ -2,10 +2,11 @@
 (after `--unlock` where Snakemake itself died) completes the experiment, bit-identical to an
 uninterrupted build.
 
-Each case starts from a copy of the uninterrupted quick build with the mixing results removed,
-so it reruns the θo points, the sweeps, the table and the figures, and kills a sweep while it
-computes: the stage's output is written atomically (temp file, then rename), so nothing half
-written survives, and `rule all` asks for every artifact, so the rerun redoes the killed one.
+Each case starts from a copy of the uninterrupted quick build with the outputs of the killed stage
+and of everything after it removed, so the interrupted run redoes them, and kills the stage while
+it computes: a sweep with the scheduler surviving, an unlearning run with the scheduler killed too.
+Every stage writes its outputs atomically (temp file, then rename), so nothing half written
+survives, and `rule all` asks for every artifact, so the rerun redoes the killed one.
 """
 
 from __future__ import annotations
@@ -58,30 +59,32 @@ def stage_processes(workdir: Path, stage: str) -> list[int]:
     return pids
 
 
-def rebuild_with_a_killed_sweep(tmp_path: Path, built: Path, kill_scheduler: bool) -> Path:
+REDONE = {"mix_eval": ("mix", "tables", "figures"), "unlearn": ("unlearn", "mix", "tables", "figures")}
+
+
+def rebuild_with_a_killed_stage(tmp_path: Path, built: Path, stage: str, kill_scheduler: bool) -> Path:
     workdir = tmp_path / "run"
     shutil.copytree(built, workdir, symlinks=True)
-    for pattern in ("results/quick/mix", "results/quick/tables", "results/quick/figures"):
-        shutil.rmtree(workdir / pattern)
+    for folder in REDONE[stage]:
+        shutil.rmtree(workdir / "results/quick" / folder)
     with open(tmp_path / "interrupted.log", "w") as log:
         scheduler = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
                                       str(workdir / "config.yaml"), "--cores", "2"], cwd=workdir, env=env(),
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not (victims := stage_processes(workdir, "mix_eval")):
+        while not (victims := stage_processes(workdir, stage)):
             assert scheduler.poll() is None, (tmp_path / "interrupted.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no sweep started"
-            time.sleep(0.1)
-        time.sleep(2.0)  # mid-run: the sweep has loaded θo and is scoring its points
+            assert time.monotonic() < deadline, f"no {stage} job started"
+            time.sleep(0.05)
+        time.sleep(MID_RUN_S[stage])  # the stage has loaded its model and is computing
         if kill_scheduler:
             os.killpg(scheduler.pid, signal.SIGKILL)  # Snakemake and every job it started
         else:
             os.kill(victims[0], signal.SIGKILL)  # one job; the scheduler sees it fail
         scheduler.wait(timeout=RUN_TIMEOUT_S)
     assert scheduler.returncode != 0
-    curves = list((workdir / "results/quick/mix").rglob("curve.csv"))
-    assert len(curves) < 4, "the killed sweep left no curve"
-    assert not list((workdir / "results/quick/mix").rglob("*.tmp-*")), "a half-written file was left"
+    assert len(list((workdir / "results/quick/mix").rglob("curve.csv"))) < 4, "not every sweep finished"
+    assert not list((workdir / "results").rglob("*.tmp-*")), "a half-written file was left"
     if kill_scheduler:
         locked = snakemake(workdir, "--cores", "2", check=False)
         assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
@@ -90,10 +93,16 @@ def rebuild_with_a_killed_sweep(tmp_path: Path, built: Path, kill_scheduler: boo
     return workdir
 
 
-@pytest.mark.parametrize("kill_scheduler", [False, True], ids=["job-killed", "scheduler-killed"])
-def test_a_plain_rerun_after_kill_9_completes_bit_identical(quick_build, tmp_path, kill_scheduler):
+# How long after a stage's process appears it is killed: a quick sweep takes about 20 s, an
+# unlearning run about 5 s (model loading included).
+MID_RUN_S = {"mix_eval": 2.0, "unlearn": 1.0}
+
+
+@pytest.mark.parametrize("stage,kill_scheduler", [("mix_eval", False), ("unlearn", True)],
+                         ids=["sweep-killed", "unlearning-and-scheduler-killed"])
+def test_a_plain_rerun_after_kill_9_completes_bit_identical(quick_build, tmp_path, stage, kill_scheduler):
     built, _ = quick_build
-    workdir = rebuild_with_a_killed_sweep(tmp_path, built, kill_scheduler)
+    workdir = rebuild_with_a_killed_stage(tmp_path, built, stage, kill_scheduler)
     assert planned_jobs(workdir) == set(), "the rerun left work undone"
     ours, uninterrupted = outputs(workdir), outputs(built)
     assert ours.keys() == uninterrupted.keys()
