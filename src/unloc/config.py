@@ -41,6 +41,7 @@ class Experiment:
     objectives: dict[str, ObjectiveRun]  # every objective block of unlearn, checked
     unlearn_objectives: tuple[str, ...]  # the ones the experiment runs (unlearn.objectives)
     localizers: dict[str, Any]  # settings of every localizer built: the configured ones and what they read
+    localizer_settings: dict[str, Any]  # settings of every registered localizer (its masks.<name> block)
     unlearn_localizers: tuple[str, ...]
     mix: MixSettings
     eval: EvalSettings
@@ -86,7 +87,7 @@ def _check_blocks(section: dict, fixed: tuple[str, ...], registry, path: str) ->
                               f"(allowed: {allowed})")
 
 
-def _localizer_closure(wanted: tuple[str, ...], masks: dict) -> dict[str, Any]:
+def _localizer_closure(wanted: tuple[str, ...], settings_of: dict[str, Any]) -> dict[str, Any]:
     """Settings of ``wanted`` and of every localizer whose mask they read, dependencies first."""
     out: dict[str, Any] = {}
 
@@ -96,7 +97,7 @@ def _localizer_closure(wanted: tuple[str, ...], masks: dict) -> dict[str, Any]:
         if name in chain:
             raise ConfigError(f"masks: localizers read each other's masks in a loop: {' -> '.join((*chain, name))}")
         spec = LOCALIZERS.get(name, path)
-        settings = spec.parse(masks.get(name), f"masks.{name}")
+        settings = settings_of[name]
         for dependency in spec.masks(settings):
             visit(dependency, f"masks.{name} (reads the mask of)", (*chain, name))
         out[name] = settings
@@ -124,10 +125,10 @@ def check_config(config: dict) -> Experiment:
     masks = config["masks"]
     _check_blocks(masks, MASK_KEYS, LOCALIZERS, "masks")
     wanted = _names(LOCALIZERS, unlearn["localizers"], "unlearn.localizers")
-    localizers = _localizer_closure((INJECTION_MASK, *wanted), masks)
-    for name in LOCALIZERS:  # blocks of localizers no run uses are still checked
-        if name in masks and name not in localizers:
-            LOCALIZERS[name].parse(masks[name], f"masks.{name}")
+    # every block is checked, also of a localizer no run uses
+    localizer_settings = {spec.name: spec.parse(masks.get(spec.name), f"masks.{spec.name}")
+                          for spec in LOCALIZERS.specs()}
+    localizers = _localizer_closure((INJECTION_MASK, *wanted), localizer_settings)
 
     mix = parse_settings(MixSettings, config["mix"], "mix")
     columns = set(curve_columns(mix.metrics))
@@ -146,6 +147,7 @@ def check_config(config: dict) -> Experiment:
     return Experiment(
         train=train, inject=inject, unlearn_train=unlearn_train,
         objectives=runs, unlearn_objectives=objective_names, localizers=localizers,
+        localizer_settings=localizer_settings,
         unlearn_localizers=wanted, mix=mix, eval=parse_settings(EvalSettings, config["eval"], "eval"),
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
         sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"))

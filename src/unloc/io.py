@@ -110,6 +110,15 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> 
         writer.writerows(rows)
 
 
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """A CSV table's rows as written (strings), as ``write_csv`` wrote them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"missing file: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """JSON Lines, skipping blank lines (TOFU's files have no final newline)."""
     path = Path(path)

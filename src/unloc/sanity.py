@@ -14,9 +14,7 @@ from a θo that did not memorize cannot read as a result.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 from unloc import io
 from unloc.registry import setting
@@ -80,11 +78,7 @@ class Verdict:
 
 
 def read_verdict(path) -> Verdict:
-    path = Path(path)
-    if not path.is_file():
-        raise io.ArtifactError(f"missing file: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = io.read_csv(path)
     if not rows or "pass" not in rows[0]:
         raise io.ArtifactError(f"{path}: not a sanity.csv (no pass column)")
     reference = next((r for r in rows if r["checkpoint"] == "theta_r"), {"es_forget": "?", "es_retain": "?"})

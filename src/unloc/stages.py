@@ -58,7 +58,6 @@ class Arg:
     name: str
     help: str
     required: bool = True
-    type: Callable = str
     choices: tuple | None = None
     repeat: bool = False  # an option: may be given several times; positional: one or more (a list)
     positional: bool = False
@@ -606,8 +605,7 @@ def mix_eval(params: MixParams, model, reference, data, out, origin=None, device
     from unloc.mixing import DeltaMixer, alpha_grid
 
     theta_u = model
-    io.delta_chain(theta_u)  # verifies every parent link before anything is computed
-    delta = io.load_delta(theta_u)
+    delta = io.delta_chain(theta_u)[1][-1]  # θu's own delta; every parent link verified before any compute
     labels = {k: delta.metadata.get(k, "") for k in CURVE_LABELS}
     model, tokenizer = load_checkpoint(delta.parent, device=device)  # θo
     columns = point_columns(params)
@@ -627,10 +625,7 @@ def mix_eval(params: MixParams, model, reference, data, out, origin=None, device
 
 def _origin_row(path, columns: list[str]) -> dict[str, str]:
     """score_point's row as written (strings: the curve keeps exactly the numbers it wrote)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = io.read_csv(path)
     if len(rows) != 1 or list(rows[0]) != columns or float(rows[0]["alpha"]) != 0.0:
         raise io.ArtifactError(f"{path}: expected one α = 0 row with the columns {', '.join(columns)}")
     return rows[0]

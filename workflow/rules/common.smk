@@ -147,21 +147,14 @@ def finetune_params(w):
     return stage_params("finetune", train=train, seed=config["seed"], **qa_slice())
 
 
-def localizer_settings(name):
-    """Checked settings of a localizer the experiment builds, or of one asked for by path."""
-    if name in EXPERIMENT.localizers:
-        return EXPERIMENT.localizers[name]
-    return LOCALIZERS[name].parse(config["masks"].get(name), f"masks.{name}")
-
-
 def localize_inputs(w):
     """θp (the shapes masks are drawn for) and the masks of the same seed the localizer reads."""
-    reads = LOCALIZERS[w.localizer].masks(localizer_settings(w.localizer))
+    reads = LOCALIZERS[w.localizer].masks(EXPERIMENT.localizer_settings[w.localizer])
     return {"model": f"{R}/theta_p", **{f"mask_{name}": mask_path(name, w.seed) for name in reads}}
 
 
 def localize_params(w):
-    settings = to_dict(localizer_settings(w.localizer))
+    settings = to_dict(EXPERIMENT.localizer_settings[w.localizer])
     return stage_params("localize", localizer=w.localizer, settings=settings, ratio=config["masks"]["ratio"],
                         seed=int(w.seed))
 
