@@ -125,6 +125,13 @@ def check_config(config: dict) -> Experiment:
     masks = config["masks"]
     _check_blocks(masks, MASK_KEYS, LOCALIZERS, "masks")
     wanted = _names(LOCALIZERS, unlearn["localizers"], "unlearn.localizers")
+    for i, name in enumerate(wanted):
+        if LOCALIZERS[name].reads_weights:
+            raise ConfigError(
+                f"unlearn.localizers[{i}]: {name} scores θfull (seeds/000 Section 3), but these runs unlearn θo "
+                f"(Section 4), which only the uniform regions fit: "
+                f"{', '.join(s.name for s in LOCALIZERS.specs() if not s.reads_weights)}. Its mask alone is built by "
+                f"`snakemake results/<name>/masks/{name}/s<seed>/mask.safetensors`")
     # every block is checked, also of a localizer no run uses
     localizer_settings = {spec.name: spec.parse(masks.get(spec.name), f"masks.{spec.name}")
                           for spec in LOCALIZERS.specs()}

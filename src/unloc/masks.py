@@ -6,7 +6,7 @@ A mask is, per decoder layer, a boolean tensor at one of three granularities (io
 * ``rows``: [d_model], one flag per output neuron (SIMU);
 * ``elements``: [d_model, d_ff], one flag per weight (WAGLE per weight, WME).
 
-Masks are made by the localizers (localizers.py) and stored by io.py with their granularity
+Masks are made by the localizers (localizers/) and stored by io.py with their granularity
 and metadata (method, ratio, seed, source model); loading checks dtype, granularity and shape.
 """
 

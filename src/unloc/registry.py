@@ -295,9 +295,11 @@ class Registry(Generic[S]):
     def specs(self) -> list[S]:
         return list(self._specs.values())
 
-    def pattern(self) -> str:
-        """A regular expression matching exactly the registered names (for wildcard constraints)."""
-        return "|".join(sorted(self._specs, key=len, reverse=True))
+    def pattern(self, where: Callable[[S], bool] | None = None) -> str:
+        """A regular expression matching exactly the registered names (for wildcard constraints),
+        or those whose spec satisfies ``where``."""
+        names = [name for name, spec in self._specs.items() if where is None or where(spec)]
+        return "|".join(sorted(names, key=len, reverse=True))
 
     def choose(self, value, path: str, common: Mapping[str, Any] | None = None):
         """A variant chosen in a config: ``"name"`` or ``{name: ..., <settings>}``.

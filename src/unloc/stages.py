@@ -295,11 +295,14 @@ def finetune(params: FinetuneParams, model, data, split: str, out, log, device="
 
 @dataclass(frozen=True, kw_only=True)
 class LocalizeParams:
-    localizer: str = setting(help="a localizer name (localizers.py)")
+    localizer: str = setting(help="a localizer name (src/unloc/localizers/)")
     settings: dict = setting(help="the localizer's settings block (masks.<localizer> in the config)")
     ratio: float = setting(help="share of all entries the mask selects (masks.ratio)", exclusive_minimum=0,
                            maximum=1)
     seed: int = setting(help="the mask seed")
+    max_length: int | None = setting(None, "tokens per QA (model.max_length): localizers that score examples",
+                                     minimum=8)
+    system_prompt: str | None = setting(None, "system prompt of chat-template models (model.system_prompt)")
 
 
 def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
@@ -313,7 +316,8 @@ def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 @stage("localize", settings=LocalizeParams, version=2,
-       args=(Arg(name="model", help="the model localized in (θp: only its shapes, for the oracle and random regions)"),
+       args=(Arg(name="model", help="the model localized in: its shapes for oracle and random (θp), its weights "
+                                    "for the localizers that score (θfull; a directory or a delta)"),
              Arg(name="mask", help="another localizer's mask of the same seed, e.g. oracle=masks/oracle/s7/"
                                    "mask.safetensors (repeatable)", required=False, repeat=True),
              Arg(name="data", help="dataset directory (localizers that score examples)", required=False),
@@ -321,7 +325,8 @@ def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
              Arg(name="scores", help="output scores (safetensors), for localizers that score", required=False)))
 def localize(params: LocalizeParams, model, out, mask=None, data=None, scores=None, device="cpu") -> None:
     """One localizer's mask for one seed: ratio of all entries at the localizer's granularity
-    (oracle = V_tgt, random = V_rdm drawn outside it); a localizer that scores also writes its scores."""
+    (oracle = V_tgt, random = V_rdm drawn outside it, or the top-scored entries of an attribution
+    method); a localizer that scores also writes its scores."""
     spec = LOCALIZERS.get(params.localizer, "localize --params.localizer")
     settings = spec.parse(params.settings, f"masks.{spec.name}")
     given = _named_paths(mask, "--mask")
@@ -331,17 +336,32 @@ def localize(params: LocalizeParams, model, out, mask=None, data=None, scores=No
         raise ConfigError(f"localizer {spec.name} needs the mask of {', '.join(missing)}: give --mask NAME=PATH")
     if spec.scores and scores is None:
         raise ConfigError(f"localizer {spec.name} scores value vectors: give --scores")
-    inputs = LocalizerInputs(model_config=io.read_json(Path(model) / "config.json"), model_dir=str(model),
-                             masks={n: load_mask(given[n]) for n in needed}, data_dir=data, device=device)
+    if spec.roles and (data is None or params.max_length is None):
+        raise ConfigError(f"localizer {spec.name} scores {' and '.join(spec.roles)} examples: give --data and "
+                          "--params.max_length")
+    inputs = _localizer_inputs(spec, params, model, {n: load_mask(given[n]) for n in needed}, data, device)
     result = run_localizer(spec.name, settings, inputs, params.ratio, params.seed)
     result.mask.metadata.update({"source_model": str(model), "source_hash": io.artifact_hash(model),
                                  **{f"mask_{n}": given[n] for n in needed}})
     save_mask(out, result.mask)
     if spec.scores:
-        io.write_safetensors(scores, {f"layers.{layer}.down_proj.scores": s for layer, s in result.scores.items()},
-                             {**result.mask.metadata, "format": "unloc-scores/1"})
+        tensors = {f"layers.{layer}.down_proj.scores": s for layer, s in result.scores.items()}
+        for name, per_layer in result.details.items():
+            tensors.update({f"layers.{layer}.down_proj.{name}": t for layer, t in per_layer.items()})
+        io.write_safetensors(scores, tensors, {**result.mask.metadata, "format": "unloc-scores/1"})
     logger.info("%s mask for seed %d: %d of %d %s", spec.name, params.seed, result.mask.count(), result.mask.size(),
-             result.mask.granularity)
+                result.mask.granularity)
+
+
+def _localizer_inputs(spec, params: LocalizeParams, model, masks, data, device) -> LocalizerInputs:
+    """Shapes only, or the loaded model (fp32) and the encoded examples of the roles it scores."""
+    if not spec.reads_weights:
+        return LocalizerInputs(model_config=io.read_json(Path(model) / "config.json"), masks=masks, device=device)
+    loaded, tokenizer = load_checkpoint(model, device=device)
+    sets = {role: encode_records(tokenizer, load_role(data, role), params.max_length, params.system_prompt)
+            for role in spec.roles}
+    return LocalizerInputs(model_config=loaded.config.to_dict(), model=loaded, pad_id=tokenizer.pad_token_id,
+                           masks=masks, sets=sets, device=device)
 
 
 # --------------------------------------------------------------------------- masked training

@@ -17,7 +17,7 @@ from unloc.localizers import (
     oracle_mask,
     random_mask,
 )
-from unloc.masks import Mask, load_mask, n_selected
+from unloc.masks import Mask, load_mask, model_mask_shape, n_selected
 from unloc.registry import ConfigError
 
 
@@ -118,13 +118,23 @@ def test_a_scoring_localizer_writes_its_scores_beside_its_mask(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("name", LOCALIZERS.names())
-def test_every_localizer_returns_a_mask_of_its_granularity_and_ratio(name, tmp_path):
+def test_every_localizer_returns_a_mask_of_its_granularity_and_ratio(name):
+    """Shapes alone for the uniform regions; a tiny random model and random QA for those that score."""
+    from tinymodels import make_tiny_model, random_examples
+
     spec = LOCALIZERS[name]
     settings = spec.parse({}, f"masks.{name}")
-    config = {"num_hidden_layers": 3, "hidden_size": 16, "intermediate_size": 40}
-    masks = {dep: oracle_mask(3, 40, 0.1, 1) for dep in spec.masks(settings)}
-    result = localize(name, settings, LocalizerInputs(model_config=config, masks=masks), 0.1, 5)
+    if spec.reads_weights:
+        model = make_tiny_model(seed=0, layers=3, d_model=16, d_ff=40)
+        inputs = LocalizerInputs(model_config=model.config.to_dict(), model=model, pad_id=0,
+                                 sets={role: random_examples(6, seed=i) for i, role in enumerate(spec.roles)})
+    else:
+        config = {"num_hidden_layers": 3, "hidden_size": 16, "intermediate_size": 40}
+        masks = {dep: oracle_mask(3, 40, 0.1, 1) for dep in spec.masks(settings)}
+        inputs = LocalizerInputs(model_config=config, masks=masks)
+    result = localize(name, settings, inputs, 0.1, 5)
     assert isinstance(result, Localization) and result.mask.granularity == spec.granularity
+    assert result.mask.shape == model_mask_shape(inputs.model_config, spec.granularity)
     assert result.mask.count() == n_selected(result.mask.size(), 0.1)
     assert result.mask.metadata["method"] == name
     assert (result.scores is not None) == spec.scores

@@ -3,6 +3,8 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from unloc.data.collate import IGNORE, Encoded
+
 # QA-shaped text to train small real tokenizers on.
 SENTENCES = [
     "Question: Where was the author born?\nAnswer: The author was born in Lisbon.",
@@ -27,3 +29,14 @@ def random_lm_batch(seed: int = 0, batch: int = 4, length: int = 12, vocab: int 
     labels[:, :prompt] = -100
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
             "answer_len": torch.full((batch,), length - prompt - 1)}
+
+
+def random_examples(n: int, seed: int, vocab: int = 64) -> list[Encoded]:
+    """QA-shaped examples of random tokens: a prompt of 3-5 tokens (not scored), an answer of 2-6."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        p, a = int(torch.randint(3, 6, (1,), generator=g)), int(torch.randint(2, 7, (1,), generator=g))
+        ids = torch.randint(3, vocab, (p + a,), generator=g).tolist()
+        out.append(Encoded(ids, [IGNORE] * p + ids[p:], a - 1))
+    return out

@@ -58,6 +58,10 @@ def mask_path(localizer, seed):
     return f"{R}/masks/{localizer}/s{seed}/mask.safetensors"
 
 
+def scores_path(localizer, seed):
+    return f"{R}/masks/{localizer}/s{seed}/scores.safetensors"
+
+
 # Every artifact of the configured experiment: `rule all` asks for all of them, so a plain rerun
 # rebuilds any that is missing (a job killed or failed after its descendants were built).
 FINAL_ARTIFACTS = [
@@ -148,15 +152,22 @@ def finetune_params(w):
 
 
 def localize_inputs(w):
-    """θp (the shapes masks are drawn for) and the masks of the same seed the localizer reads."""
-    reads = LOCALIZERS[w.localizer].masks(EXPERIMENT.localizer_settings[w.localizer])
-    return {"model": f"{R}/theta_p", **{f"mask_{name}": mask_path(name, w.seed) for name in reads}}
+    """The model localized in (θp's shapes for a uniform region; θfull, seeds/000 Section 3's
+    original model, for a localizer that scores one) and the masks of the same seed it reads."""
+    spec = LOCALIZERS[w.localizer]
+    reads = spec.masks(EXPERIMENT.localizer_settings[w.localizer])
+    model = f"{R}/theta_full" if spec.reads_weights else f"{R}/theta_p"
+    return {"model": model, **{f"mask_{name}": mask_path(name, w.seed) for name in reads}}
 
 
 def localize_params(w):
+    """The localizer's settings block, the ratio and the seed; how records become tokens only for
+    a localizer that scores examples."""
+    spec = LOCALIZERS[w.localizer]
     settings = to_dict(EXPERIMENT.localizer_settings[w.localizer])
+    qa = qa_slice() if spec.roles else {}
     return stage_params("localize", localizer=w.localizer, settings=settings, ratio=config["masks"]["ratio"],
-                        seed=int(w.seed))
+                        seed=int(w.seed), **qa)
 
 
 def localize_mask_args(w, input):

@@ -1,59 +1,21 @@
-"""Localizers: which entries of the down projections an unlearning run may update.
+"""The uniform regions of seeds/000: Oracle and Random.
 
-Each entry of ``LOCALIZERS`` turns its inputs into a mask (masks.Mask) of ``ratio`` of all
-entries at its granularity; a localizer that scores entries also returns the raw scores,
-which the ``localize`` stage stores beside the mask. The stage writes
-``results/{name}/masks/{localizer}/s{seed}/mask.safetensors``.
-
-A localizer's spec says what it reads: ``needs`` lists input artifacts (``model``: the model
-whose shapes, or weights, it localizes in), ``masks(settings)`` the masks of other localizers
-of the same seed (Section 4's Random region is drawn outside the Oracle region).
-
-Section 4 of seeds/000 compares two regions:
-
-* ``oracle`` (V_tgt): ``ratio`` of all value vectors drawn uniformly over the whole model (not
-  per layer); θo learns the forget set inside it, so it is where the knowledge is;
-* ``random`` (V_rdm): as many value vectors, drawn uniformly from outside V_tgt.
+* ``oracle`` (V_tgt, Section 4): ``ratio`` of all value vectors drawn uniformly over the whole
+  model (not per layer); θo learns the forget set inside it, so it is where the knowledge is;
+* ``random`` (V_rdm): as many value vectors, drawn uniformly from outside V_tgt (Section 4), or
+  over all value vectors (``outside: null``, Section 3's Random baseline).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from unloc.localizers import LOCALIZERS, Localization, LocalizerInputs
 from unloc.masks import Mask, model_mask_shape, n_selected
-from unloc.registry import Registry, Spec, setting
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalizerSpec(Spec):
-    granularity: str = "columns"
-    scores: bool = False  # also writes scores.safetensors
-    masks: Callable[[object], tuple[str, ...]] = lambda settings: ()
-
-
-LOCALIZERS: Registry[LocalizerSpec] = Registry("localizer", LocalizerSpec)
-
-
-@dataclass
-class LocalizerInputs:
-    """What a localizer may read: the model's ``config.json`` (and directory), other localizers'
-    masks of the same seed by name, the dataset directory and the device."""
-
-    model_config: dict
-    model_dir: str | None = None
-    masks: dict[str, Mask] | None = None
-    data_dir: str | None = None
-    device: str = "cpu"
-
-
-@dataclass
-class Localization:
-    mask: Mask
-    scores: dict[int, torch.Tensor] | None = None  # per layer, the shape of the mask's layers
+from unloc.registry import setting
 
 
 def _uniform_mask(shape: tuple[int, ...], ratio: float, rng: np.random.Generator, granularity: str,
@@ -112,13 +74,3 @@ def random(inputs: LocalizerInputs, settings: RandomSettings, ratio: float, seed
     n_layers, d_ff = model_mask_shape(inputs.model_config, "columns")
     outside = inputs.masks[settings.outside] if settings.outside else None
     return Localization(random_mask(n_layers, d_ff, ratio, seed, outside))
-
-
-def localize(name: str, settings, inputs: LocalizerInputs, ratio: float, seed: int) -> Localization:
-    """Run localizer ``name`` and stamp its mask's metadata."""
-    spec = LOCALIZERS[name]
-    result = spec.fn(inputs, settings, ratio, seed)
-    if result.mask.granularity != spec.granularity:
-        raise AssertionError(f"localizer {name} returned a {result.mask.granularity} mask, declared {spec.granularity}")
-    result.mask.metadata.update({"method": name, "ratio": ratio, "seed": seed})
-    return result
