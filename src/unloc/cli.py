@@ -34,6 +34,19 @@ def _params_help(spec) -> str:
     return f"the stage's config slice as a JSON object (the workflow passes it); keys: {keys}"
 
 
+def _variants_epilog(spec) -> str | None:
+    """Every variant of the families a stage's params choose from, with its settings and defaults."""
+    lines = []
+    for registry in spec.variants:
+        lines.append(f"{registry.family}s:")
+        for variant in registry.specs():
+            lines.append(f"  {variant.name}: {variant.help}" if variant.help else f"  {variant.name}")
+            for name, kind, default, text in describe(variant.settings):
+                shown = "null" if default is None else default
+                lines.append(f"      {name} ({kind}, default {shown}): {text}")
+    return "\n".join(lines) or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from unloc.stages import STAGES
 
@@ -47,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and a traceback on failure")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for spec in STAGES.specs():
-        p = sub.add_parser(spec.name, help=spec.help, description=spec.help)
+        p = sub.add_parser(spec.name, help=spec.help, description=spec.help, epilog=_variants_epilog(spec),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if spec.takes_params:
             p.add_argument("--params", type=_params, required=True, help=_params_help(spec))
         for arg in spec.args:

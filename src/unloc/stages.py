@@ -40,7 +40,15 @@ from unloc.localizers import localize as run_localizer
 from unloc.masks import load_mask, save_mask
 from unloc.metrics.es import per_example_es
 from unloc.models import build_tiny_llama, train_tokenizer
-from unloc.objectives import LossContext, ObjectiveRun, forget_retain_nll, parse_objective, prepare_loss
+from unloc.objectives import (
+    OBJECTIVES,
+    REGULARIZERS,
+    LossContext,
+    ObjectiveRun,
+    forget_retain_nll,
+    parse_objective,
+    prepare_loss,
+)
 from unloc.precision import PRECISIONS, autocast_context, checkpoint_dtype
 from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
 from unloc.sanity import SanitySettings, check_rows
@@ -73,6 +81,7 @@ class StageSpec(Spec):
     multi_process: bool = False
     args: tuple[Arg, ...] = ()
     workflow: bool = True  # a rule of the workflow; export is a command only
+    variants: tuple[Registry, ...] = ()  # the families its params choose from, listed by --help
 
     @property
     def takes_params(self) -> bool:
@@ -102,7 +111,8 @@ def read_params(spec: StageSpec, value) -> Any:
 
 
 def stage(name: str, *, settings: type = NoSettings, version: int = 1, runs_model: bool = False,
-          multi_process: bool = False, args: tuple[Arg, ...] = (), workflow: bool = True):
+          multi_process: bool = False, args: tuple[Arg, ...] = (), workflow: bool = True,
+          variants: tuple[Registry, ...] = ()):
     """Register a stage. Called with a params dict (or its dataclass) first when it takes params."""
 
     def register(fn):
@@ -116,7 +126,8 @@ def stage(name: str, *, settings: type = NoSettings, version: int = 1, runs_mode
 
         doc = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
         STAGES.add(StageSpec(name=name, fn=run, settings=settings, version=version, runs_model=runs_model,
-                             multi_process=multi_process, args=args, workflow=workflow, help=doc))
+                             multi_process=multi_process, args=args, workflow=workflow, variants=variants,
+                             help=doc))
         return run
 
     return register
@@ -315,7 +326,7 @@ def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
     return named
 
 
-@stage("localize", settings=LocalizeParams, version=2,
+@stage("localize", settings=LocalizeParams, version=2, variants=(LOCALIZERS,),
        args=(Arg(name="model", help="the model localized in: its shapes for oracle and random (θp), its weights "
                                     "for the localizers that score (θfull; a directory or a delta)"),
              Arg(name="mask", help="another localizer's mask of the same seed, e.g. oracle=masks/oracle/s7/"
@@ -451,7 +462,7 @@ def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cp
     return Unlearning(run, loss_fn, batcher, cfg)
 
 
-@stage("unlearn", settings=UnlearnParams, version=2, runs_model=True,
+@stage("unlearn", settings=UnlearnParams, version=2, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
        args=(Arg(name="model", help="θo (a delta on θr)"), Arg(name="mask", help="the localizer's mask (safetensors)"),
              DATA, Arg(name="out", help="output delta (safetensors)"), LOG))
 def unlearn(params: UnlearnParams, model, mask, data, out, log, device="cpu") -> None:

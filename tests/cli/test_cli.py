@@ -1,6 +1,7 @@
 """The stage command line: built from the stage registry, help for every stage, params checked
 against each stage's spec, and clear failures (no traceback without -v) on bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -38,6 +39,19 @@ def test_stage_names_are_one_name_for_function_subcommand_and_rule():
     assert all(any(rule.startswith(f"{stage}_") for stage in stages) for rule in rules - stages), rules - stages
     for spec in STAGES.specs():
         assert spec.fn.__name__ == spec.name
+
+
+@pytest.mark.parametrize("stage", [spec.name for spec in STAGES.specs() if spec.variants])
+def test_help_lists_every_variant_a_stage_chooses_from_with_its_settings(stage, capsys):
+    with pytest.raises(SystemExit):
+        main([stage, "--help"])
+    out = capsys.readouterr().out
+    for registry in STAGES[stage].variants:
+        assert f"{registry.family}s:" in out
+        for variant in registry.specs():
+            assert f"  {variant.name}" in out, variant.name
+            for field in dataclasses.fields(variant.settings):
+                assert f"      {field.name} (" in out, (variant.name, field.name)
 
 
 def test_console_script_is_installed():
