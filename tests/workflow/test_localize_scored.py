@@ -50,7 +50,9 @@ def test_a_changed_localizer_setting_reruns_that_localizer_alone(scored):
     changed = copy.deepcopy(config)
     changed["masks"]["memflex"] = {"draws": 2}
     path = write_config(workdir, changed, name="changed.yaml")
-    assert planned_jobs(workdir, "--configfile", str(path), *targets) == {"localize_scored[localizer=memflex, seed=7]"}
+    # (`--` ends --configfile's list, which would take the targets for more config files)
+    rerun = planned_jobs(workdir, "--configfile", str(path), "--", *targets)
+    assert rerun == {"localize_scored[localizer=memflex, seed=7]"}
 
 
 def test_a_scoring_localizer_is_refused_for_the_runs_that_unlearn_theta_o(scored):
