@@ -207,6 +207,18 @@ def test_wagle_scores_follow_the_formula_from_independent_gradients():
         assert torch.allclose(scores[layer], theta * g_f[layer] - g_r[layer] * g_f[layer] / gamma, atol=1e-9, rtol=1e-4)
 
 
+def test_wagle_takes_gamma_as_a_value_when_given():
+    model, forget, retain = make_tiny_model(seed=23), random_examples(4, seed=24), random_examples(4, seed=25)
+    estimated, gamma = wagle_scores(model, forget, retain, 0, WagleSettings())
+    given, used = wagle_scores(model, forget, retain, 0, WagleSettings(gamma=2 * gamma))
+    assert used == 2 * gamma
+    # S(γ) = θ g_f − g_r g_f / γ, so S(2γ) − S(γ) = g_r g_f / (2γ): doubling γ halves the retention term alone
+    g_f, g_r = (set_gradient(model, examples, 0, 16, "cpu") for examples in (forget, retain))
+    for layer in range(2):
+        assert torch.allclose(given[layer] - estimated[layer], g_r[layer] * g_f[layer] / (2 * gamma), rtol=1e-3,
+                              atol=1e-6 * float(given[layer].abs().max()))
+
+
 def test_wagle_scores_a_silent_value_vector_zero_and_per_vector_is_the_mean_of_its_weights():
     model = make_tiny_model(seed=20)
     with torch.no_grad():

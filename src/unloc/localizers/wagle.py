@@ -10,7 +10,9 @@ diagonal Hessian over the retain set. γ is estimated by the diagonal of the emp
 (Gauss-Newton) of the retain NLL: the mean over ``hessian_items`` retain examples (evenly spaced
 through the set) of each example's squared gradient, averaged over every down_proj weight. This
 is the usual positive estimate of a log-likelihood's diagonal Hessian and, unlike a Hutchinson
-estimate, cannot come out negative or zero by noise (docs/decisions.md).
+estimate, cannot come out negative or zero by noise (docs/decisions.md). ``gamma`` sets it as a
+value instead. With the estimate, 1/γ is large (squared gradients are small), so the retention
+term dominates the score: on the embedded default it is about 700 times the θ·g_f term.
 
 * ``wagle``: the score of value vector v_i is the mean of S_j over its d_model weights
   (seeds/000's reformulation, Tables 1, 3, 4);
@@ -36,6 +38,8 @@ class WagleSettings:
     batch_size: int = setting(16, "examples per backward pass of the set-level gradients", minimum=1)
     hessian_items: int = setting(128, "retain examples the diagonal Hessian γ is estimated on (evenly spaced; "
                                       "all of them when the set is smaller)", minimum=1)
+    gamma: float | None = setting(None, "γ as a value instead of the estimate (null: estimated on the retain set)",
+                                  exclusive_minimum=0)
 
 
 def wagle_weight_scores(theta: torch.Tensor, g_forget: torch.Tensor, g_retain: torch.Tensor,
@@ -69,7 +73,9 @@ def wagle_scores(model, forget, retain, pad_id: int, settings: WagleSettings, de
     """Per layer, S_j of every down_proj weight ([d_model, d_ff]) and the γ used."""
     g_f = set_gradient(model, forget, pad_id, settings.batch_size, device)
     g_r = set_gradient(model, retain, pad_id, settings.batch_size, device)
-    gamma = diagonal_fisher_mean(model, evenly_spaced(retain, settings.hessian_items), pad_id, device)
+    gamma = settings.gamma
+    if gamma is None:
+        gamma = diagonal_fisher_mean(model, evenly_spaced(retain, settings.hessian_items), pad_id, device)
     if not gamma > 0:
         raise ValueError(f"wagle: the retain set's diagonal Hessian estimate is {gamma}: its gradients are all zero")
     scores = {layer: wagle_weight_scores(down_proj(model, layer).weight.detach(), g_f[layer], g_r[layer], gamma).cpu()
