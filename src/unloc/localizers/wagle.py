@@ -12,7 +12,7 @@ through the set) of each example's squared gradient, averaged over every down_pr
 is the usual positive estimate of a log-likelihood's diagonal Hessian and, unlike a Hutchinson
 estimate, cannot come out negative or zero by noise (docs/decisions.md). ``gamma`` sets it as a
 value instead. With the estimate, 1/γ is large (squared gradients are small), so the retention
-term dominates the score: on the embedded default it is about 700 times the θ·g_f term.
+term dominates the score: on the embedded default it is 380-670 times the θ·g_f term.
 
 * ``wagle``: the score of value vector v_i is the mean of S_j over its d_model weights
   (seeds/000's reformulation, Tables 1, 3, 4);
