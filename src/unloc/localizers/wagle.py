@@ -87,12 +87,7 @@ def wagle_scores(model, forget, retain, pad_id: int, settings: WagleSettings, de
 def wagle(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, seed: int) -> Localization:
     """The value vectors with the highest mean WAGLE weight score (seeds/000's per-vector
     reformulation); deterministic, so the seed only labels the mask."""
-    weights, gamma = wagle_scores(inputs.model, inputs.sets["forget"], inputs.sets["retain"], inputs.pad_id, settings,
-                                  inputs.device)
-    scores = {layer: s.mean(dim=0) for layer, s in weights.items()}
-    mask = top_ratio_mask(scores, ratio, "columns")
-    mask.metadata["gamma"] = gamma
-    return Localization(mask, scores)
+    return _select(inputs, settings, ratio, "columns")
 
 
 @LOCALIZERS.register("wagle_weights", settings=WagleSettings, needs=("weights", "forget", "retain"), scores=True,
@@ -100,8 +95,15 @@ def wagle(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, seed: 
 def wagle_weights(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, seed: int) -> Localization:
     """WAGLE's own localization: the top ``ratio`` of single down_proj weights by score
     (seeds/000 App. E, Table 5)."""
+    return _select(inputs, settings, ratio, "elements")
+
+
+def _select(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, granularity: str) -> Localization:
+    """The top ``ratio`` of single weights (elements) or of value vectors by their mean weight score (columns)."""
     scores, gamma = wagle_scores(inputs.model, inputs.sets["forget"], inputs.sets["retain"], inputs.pad_id, settings,
                                  inputs.device)
-    mask = top_ratio_mask(scores, ratio, "elements")
+    if granularity == "columns":
+        scores = {layer: s.mean(dim=0) for layer, s in scores.items()}
+    mask = top_ratio_mask(scores, ratio, granularity)
     mask.metadata["gamma"] = gamma
     return Localization(mask, scores)
