@@ -138,3 +138,16 @@ def test_every_localizer_returns_a_mask_of_its_granularity_and_ratio(name):
     assert result.mask.count() == n_selected(result.mask.size(), 0.1)
     assert result.mask.metadata["method"] == name
     assert (result.scores is not None) == spec.scores
+    # `seeded` is truthful: Section 3 runs a localizer that declares its mask seed-free only once
+    other_seed = localize(name, settings, inputs, 0.1, 6).mask
+    assert torch.equal(other_seed.flat(), result.mask.flat()) == (not spec.seeded)
+
+
+def test_random_weights_is_the_ratio_of_all_single_weights_uniformly():
+    config = {"num_hidden_layers": 2, "hidden_size": 5, "intermediate_size": 10}
+    inputs = LocalizerInputs(model_config=config)
+    masks = [localize("random_weights", None, inputs, 0.8, seed).mask for seed in range(200)]
+    assert {m.granularity for m in masks} == {"elements"} and masks[0].shape == (2, 5, 10)
+    assert {m.count() for m in masks} == {80}
+    hits = sum(m.flat().numpy().reshape(-1).astype(float) for m in masks) / 200
+    assert abs(hits.mean() - 0.8) < 1e-9 and hits.min() > 0.6 and hits.max() < 0.95  # uniform, not fixed

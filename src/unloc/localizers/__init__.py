@@ -11,8 +11,10 @@ A localizer's spec says what it reads (``needs``):
 * ``weights``: the model itself (LocalizerInputs.model), with its tokenizer's pad id;
 * ``forget``, ``retain``: the encoded examples of those dataset roles (LocalizerInputs.sets);
 
-and ``masks(settings)`` names the masks of other localizers of the same seed it reads
-(Section 4's Random region is drawn outside the Oracle region).
+``seeded`` whether its mask depends on the seed (a deterministic scoring does not: Section 3
+runs it once, where Random runs every seed), and ``masks(settings)`` names the masks of other
+localizers of the same seed it reads (Section 4's Random region is drawn outside the Oracle
+region).
 
 One file per localizer:
 
@@ -42,9 +44,14 @@ NEEDS = ("model", "weights", "forget", "retain")
 class LocalizerSpec(Spec):
     granularity: str = "columns"
     scores: bool = False  # also writes scores.safetensors
+    # whether its mask depends on the seed; one that does not is built (and unlearned in) once
+    seeded: bool = True
+    label: str = ""  # how tables and figures print it (default: the name, capitalized)
     masks: Callable[[object], tuple[str, ...]] = lambda settings: ()
 
     def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name.capitalize())
         unknown = [n for n in self.needs if n not in NEEDS]
         if unknown:
             raise ValueError(f"localizer {self.name}: unknown needs {unknown} (allowed: {', '.join(NEEDS)})")

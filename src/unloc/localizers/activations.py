@@ -36,7 +36,8 @@ def activation_scores(model, forget, pad_id: int, batch_size: int, device="cpu")
     return {layer: magnitudes[layer] * norms[layer] for layer in magnitudes}
 
 
-@LOCALIZERS.register("activations", settings=ActivationsSettings, needs=("weights", "forget"), scores=True)
+@LOCALIZERS.register("activations", settings=ActivationsSettings, needs=("weights", "forget"), scores=True,
+                     seeded=False)
 def activations(inputs: LocalizerInputs, settings: ActivationsSettings, ratio: float, seed: int) -> Localization:
     """The value vectors most strongly activated on the forget answers, weighted by their norm
     (seeds/000 App. C); deterministic, so the seed only labels the mask."""

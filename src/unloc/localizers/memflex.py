@@ -86,7 +86,8 @@ def memflex_mask(cos, norm, settings: MemFlexSettings, ratio: float) -> Mask:
     return top_ratio_mask(ranked, ratio, "columns")
 
 
-@LOCALIZERS.register("memflex", settings=MemFlexSettings, needs=("weights", "forget", "retain"), scores=True)
+@LOCALIZERS.register("memflex", label="MemFlex", settings=MemFlexSettings, needs=("weights", "forget", "retain"),
+                     scores=True)
 def memflex(inputs: LocalizerInputs, settings: MemFlexSettings, ratio: float, seed: int) -> Localization:
     """Value vectors whose random-label gradient on the forget set points away from the retain
     set's (cos < mu) and is large (> sigma, or by quantile), seeds/000 App. C."""

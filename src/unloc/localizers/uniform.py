@@ -3,7 +3,9 @@
 * ``oracle`` (V_tgt, Section 4): ``ratio`` of all value vectors drawn uniformly over the whole
   model (not per layer); θo learns the forget set inside it, so it is where the knowledge is;
 * ``random`` (V_rdm): as many value vectors, drawn uniformly from outside V_tgt (Section 4), or
-  over all value vectors (``outside: null``, Section 3's Random baseline).
+  over all value vectors (``outside: null``, Section 3's Random baseline);
+* ``random_weights``: ``ratio`` of all single down_proj weights, uniformly (the Random baseline
+  of WAGLE's per-weight localization, seeds/000 App. E Table 5).
 """
 
 from __future__ import annotations
@@ -74,3 +76,11 @@ def random(inputs: LocalizerInputs, settings: RandomSettings, ratio: float, seed
     n_layers, d_ff = model_mask_shape(inputs.model_config, "columns")
     outside = inputs.masks[settings.outside] if settings.outside else None
     return Localization(random_mask(n_layers, d_ff, ratio, seed, outside))
+
+
+@LOCALIZERS.register("random_weights", label="Random (per weight)", needs=("model",), granularity="elements")
+def random_weights(inputs: LocalizerInputs, settings, ratio: float, seed: int) -> Localization:
+    """``ratio`` of all single down_proj weights, drawn uniformly over the model (the per-weight
+    Random baseline of seeds/000 App. E, Table 5)."""
+    shape = model_mask_shape(inputs.model_config, "elements")
+    return Localization(_uniform_mask(shape, ratio, np.random.default_rng([seed, 2]), "elements"))

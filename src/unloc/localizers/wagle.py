@@ -83,15 +83,16 @@ def wagle_scores(model, forget, retain, pad_id: int, settings: WagleSettings, de
     return scores, gamma
 
 
-@LOCALIZERS.register("wagle", settings=WagleSettings, needs=("weights", "forget", "retain"), scores=True)
+@LOCALIZERS.register("wagle", label="WAGLE", settings=WagleSettings, needs=("weights", "forget", "retain"),
+                     scores=True, seeded=False)
 def wagle(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, seed: int) -> Localization:
     """The value vectors with the highest mean WAGLE weight score (seeds/000's per-vector
     reformulation); deterministic, so the seed only labels the mask."""
     return _select(inputs, settings, ratio, "columns")
 
 
-@LOCALIZERS.register("wagle_weights", settings=WagleSettings, needs=("weights", "forget", "retain"), scores=True,
-                     granularity="elements")
+@LOCALIZERS.register("wagle_weights", label="WAGLE (per weight)", settings=WagleSettings,
+                     needs=("weights", "forget", "retain"), scores=True, seeded=False, granularity="elements")
 def wagle_weights(inputs: LocalizerInputs, settings: WagleSettings, ratio: float, seed: int) -> Localization:
     """WAGLE's own localization: the top ``ratio`` of single down_proj weights by score
     (seeds/000 App. E, Table 5)."""
