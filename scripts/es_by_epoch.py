@@ -51,6 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--forget-only", action="store_true", help="skip retain ES (unlearning changes the forget ES)")
+    p.add_argument("--target", help="θr, for an objective that matches its activations (l2_mlp)")
     return p.parse_args(argv)
 
 
@@ -98,7 +99,8 @@ def main(argv=None) -> None:
                                        eval_batch_size=config["unlearn"]["eval_batch_size"], seed=seed, **run)
         # set up as the unlearn stage sets it up, before the mask is attached: NPO's and DPO's
         # references are the model as loaded
-        unlearning = prepare_unlearning(unlearn_params, model, tokenizer, a.data)
+        target = load_checkpoint(a.target)[0] if a.target else None
+        unlearning = prepare_unlearning(unlearn_params, model, tokenizer, a.data, target=target)
         loss_fn, batcher, cfg = unlearning.loss_fn, unlearning.batcher, unlearning.train
         mask = load_mask(a.mask, model)
         params = attach_masked(model, mask.granularity, mask.indices())

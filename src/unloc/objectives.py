@@ -1,7 +1,8 @@
 """Unlearning objectives and regularizers (seeds/000 App. A; seeds/001 §1.2 of the digest).
 
 The losses are pure functions of a model and a batch, plus what they compare against
-(reference log-likelihoods, a steering vector, a frozen reference model), passed in.
+(reference log-likelihoods, a steering vector, a frozen reference model, a target model's
+activations), passed in.
 
 Each entry of ``OBJECTIVES`` and ``REGULARIZERS`` declares the sub-batches it reads
 (``needs``: forget, retain, idk) and a ``prepare(ctx, settings) -> loss_fn``. ``ctx``
@@ -41,9 +42,12 @@ SUB_BATCHES = {
 @dataclass(frozen=True, kw_only=True)
 class LossSpec(Spec):
     """``fn`` is ``prepare(ctx, settings) -> loss_fn``; ``needs`` names sub-batches of SUB_BATCHES;
-    ``label`` is the name tables and figures print (default: the name in capitals)."""
+    ``label`` is the name tables and figures print (default: the name in capitals); ``target``
+    says it reads a target model's activations (``ctx.target``: θr), which the unlearn stage
+    then loads (``--target``)."""
 
     label: str = ""
+    target: bool = False
 
     def __post_init__(self):
         if not self.label:
@@ -66,6 +70,8 @@ class LossContext:
 
     ``model`` is the model being trained, as it is before training: the reference of NPO, DPO
     and the KL regularizer. ``sets`` holds the encoded examples of each sub-batch the run uses.
+    ``target`` is a separate model whose activations an objective matches (θr for L2 MLP); the
+    unlearn stage sets it, the other objectives ignore it.
     """
 
     model: torch.nn.Module
@@ -74,6 +80,7 @@ class LossContext:
     device: str = "cpu"
     precision: str = "fp32"
     eval_batch_size: int = 32
+    target: torch.nn.Module | None = None
     _cache: dict = field(default_factory=dict)
 
     def reference_logprobs(self, name: str) -> torch.Tensor:
@@ -92,6 +99,16 @@ class LossContext:
                 p.requires_grad_(False)
             self._cache["model"] = ref
         return self._cache["model"]
+
+    def target_model(self, need: str) -> torch.nn.Module:
+        """``target`` frozen (no gradients) in eval mode on ``device``; ``need`` names the objective in errors."""
+        if self.target is None:
+            raise ValueError(f"{need} matches the activations of a target model (θr), but LossContext.target is None")
+        if self.target is self.model:
+            raise ValueError(f"{need}: the target must be a separate model, not the model being trained")
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        return self.target.to(self.device).eval()
 
     @property
     def hidden_size(self) -> int:
@@ -122,6 +139,11 @@ class ObjectiveRun:
     def to_dict(self) -> dict:
         return {"lr": self.lr, "regularizer": None if self.regularizer is None else self.regularizer.to_dict(),
                 **to_dict(self.objective.settings)}
+
+    @property
+    def target(self) -> bool:
+        """Whether the objective or its regularizer reads a target model (θr)."""
+        return self.objective.spec.target or (self.regularizer is not None and self.regularizer.spec.target)
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -217,6 +239,47 @@ def rmu_steering(d_model: int, scale: float, seed: int) -> torch.Tensor:
     return scale * u / u.norm()
 
 
+def mlp_outputs(model, batch) -> list[torch.Tensor]:
+    """The output of every decoder layer's MLP (its ``down_proj``), one [batch, seq, d_model] each.
+
+    Read by forward hooks on ``model.model.layers[i].mlp`` during one pass of the decoder stack
+    (``model.model``: the LM head is not needed); the hooks are removed whatever happens.
+    """
+    layers = model.model.layers
+    out: list = [None] * len(layers)
+
+    def keep(i):
+        def hook(module, args, output):
+            out[i] = output
+        return hook
+
+    handles = [layer.mlp.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+def l2_mlp_loss(model, batch, *, target_outputs: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """L2 MLP: the distance of the model's MLP outputs to a target's (θr's) on the same batch.
+
+    L = (1/n_layers) Σ_l (1/N) Σ_{(b,t): attention_mask[b,t]=1} Σ_d |h_θ^l[b,t,d] − h_r^l[b,t,d]|^α,
+    with N the number of non-padding positions of the whole batch: every token of the forget QA,
+    prompt and answer alike (a token mean, not a mean of row means). α = 2 is the squared L2
+    distance of seeds/000 §4 / Fig. 1. Computed in fp32.
+    """
+    mask = batch["attention_mask"].bool()
+    per_layer = []
+    for h, r in zip(mlp_outputs(model, batch), target_outputs, strict=True):
+        gap = (h.float() - r.float()).abs()
+        # d|x|^α/dx is infinite at 0 for α < 1: exact ties (a layer θ and θr still share) get a zero gradient
+        dist = torch.where(gap > 0, gap.clamp(min=torch.finfo(gap.dtype).tiny) ** alpha, 0.0).sum(-1)
+        per_layer.append(dist[mask].sum() / mask.sum().clamp(min=1))
+    return torch.stack(per_layer).mean()
+
+
 def kl_to_reference(model, reference, batch, *, direction: str = "model_to_reference") -> torch.Tensor:
     """Token-wise KL between the model's and a frozen reference's next-token distributions,
     averaged over the batch's answer tokens (EOS included).
@@ -306,6 +369,30 @@ def rmu(ctx: LossContext, settings: RmuSettings) -> LossFn:
         raise ValueError(f"rmu.layer {settings.layer}: the model has {ctx.model.config.num_hidden_layers} layers")
     steering = rmu_steering(ctx.hidden_size, settings.scale, settings.steering_seed).to(ctx.device)
     return lambda batch: rmu_loss(ctx.model, batch["forget"], layer=settings.layer, steering=steering)
+
+
+@dataclass(frozen=True)
+class L2MlpSettings:
+    alpha: float = setting(2.0, "exponent of the distance |h_θ − h_r|^α, summed over d_model "
+                                "(seeds/000 App. F's α = 2: squared L2)", exclusive_minimum=0)
+
+
+@OBJECTIVES.register("l2_mlp", settings=L2MlpSettings, needs=("forget",), label="L2 MLP", target=True)
+def l2_mlp(ctx: LossContext, settings: L2MlpSettings) -> LossFn:
+    """L2 MLP: pull every layer's MLP output on forget inputs to θr's (seeds/000 §4, Fig. 1).
+
+    θr's outputs are computed per batch (each step's rows differ), without gradients, under the
+    run's precision; ``ctx.target`` must hold θr.
+    """
+    target = ctx.target_model("l2_mlp")
+
+    def loss(batch):
+        forget = batch["forget"]
+        with torch.no_grad(), autocast_context(ctx.device, ctx.precision):
+            goal = mlp_outputs(target, forget)
+        return l2_mlp_loss(ctx.model, forget, target_outputs=goal, alpha=settings.alpha)
+
+    return loss
 
 
 # --------------------------------------------------------------------------- regularizers

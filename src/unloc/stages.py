@@ -418,8 +418,9 @@ class UnlearnParams(QaParams):
     block: dict = setting(help="the objective's config block, unlearn.<objective>: lr, regularizer, its settings")
     train: LoopSettings = setting(help="the config's unlearn.train section (the LR is the objective's)")
     eval_batch_size: int = setting(32, "batch size of the reference log-likelihoods", minimum=1)
-    scenario: str = setting("injected", "what unlearning starts from, recorded on its curves: injected = θo "
-                                        "(seeds/000 Section 4)")
+    scenario: Literal["injected", "original"] = setting(
+        "injected", "what unlearning starts from, recorded on its curves: injected = θo (seeds/000 Section 4), "
+                    "original = θfull (Section 3)")
     seed: int = setting(0, "seed of the batches and of the IDK answers")
 
 
@@ -447,12 +448,13 @@ class Unlearning:
     train: TrainSettings
 
 
-def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu") -> Unlearning:
-    """Everything an unlearning run needs before it trains; its references are ``model`` as it is now."""
+def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu", target=None) -> Unlearning:
+    """Everything an unlearning run needs before it trains; its references are ``model`` as it is
+    now, ``target`` (θr) the model whose activations an objective with ``target`` matches."""
     run = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
     sets = _sub_batch_sets(run.needs, tokenizer, data, params)
     ctx = LossContext(model, sets, tokenizer.pad_token_id, device=device, precision=params.precision,
-                      eval_batch_size=params.eval_batch_size)
+                      eval_batch_size=params.eval_batch_size, target=target)
     loss_fn = prepare_loss(run, ctx)
     loop = {f.name: getattr(params.train, f.name) for f in fields(LoopSettings)}
     cfg = TrainSettings(**loop, lr=run.lr)
@@ -463,22 +465,31 @@ def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cp
 
 
 @stage("unlearn", settings=UnlearnParams, version=2, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
-       args=(Arg(name="model", help="θo (a delta on θr)"), Arg(name="mask", help="the localizer's mask (safetensors)"),
-             DATA, Arg(name="out", help="output delta (safetensors)"), LOG))
-def unlearn(params: UnlearnParams, model, mask, data, out, log, device="cpu") -> None:
-    """θu: unlearn the forget set from θo with one objective (plus its regularizer, if any),
-    with updates only inside one localizer's mask; writes a sparse delta on θo."""
-    parse_objective(params.objective, params.block, f"unlearn.{params.objective}")  # before any file is read
-    theta_o, mask_path = model, mask
-    model, tokenizer = load_checkpoint(theta_o)
+       args=(Arg(name="model", help="the model unlearned: θo (a delta on θr; Section 4) or θfull (Section 3)"),
+             Arg(name="mask", help="the localizer's mask (safetensors)"),
+             DATA, Arg(name="out", help="output delta (safetensors)"), LOG,
+             Arg(name="target", help="θr, for an objective that matches its activations (l2_mlp)", required=False)))
+def unlearn(params: UnlearnParams, model, mask, data, out, log, target=None, device="cpu") -> None:
+    """θu: unlearn the forget set from θo (or θfull) with one objective (plus its regularizer, if
+    any), with updates only inside one localizer's mask; writes a sparse delta on that model."""
+    # checked before any file is read
+    objective = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
+    if objective.target and target is None:
+        raise ConfigError(f"unlearn: {params.objective} matches a target model's activations: give θr as --target")
+    if target is not None and not objective.target:
+        raise ConfigError(f"unlearn: --target is for objectives that match a target model; {params.objective} "
+                          "does not read one")
+    start, mask_path = model, mask
+    model, tokenizer = load_checkpoint(start)
     mask = load_mask(mask_path, model)
-    run = prepare_unlearning(params, model, tokenizer, data, device)
+    target_model = load_checkpoint(target)[0] if target is not None else None
+    run = prepare_unlearning(params, model, tokenizer, data, device, target_model)
     entries = masked_train(model, mask, run.loss_fn, run.batcher, run.train, seed=params.seed,
                            precision=params.precision, device=device, log_path=log,
                            desc=f"unlearn[{params.objective}]")
     labels = {"objective": params.objective, "localizer": mask.metadata.get("method", "?"),
               "seed": mask.metadata.get("seed", "?"), "scenario": params.scenario}
-    io.save_delta(out, entries, parent=theta_o, granularity=mask.granularity,
+    io.save_delta(out, entries, parent=start, granularity=mask.granularity,
                   metadata=_provenance("unlearn", params, mask=str(mask_path), **labels))
 
 
@@ -617,21 +628,22 @@ def point_columns(params: MixParams) -> list[str]:
              Arg(name="out", help="output CSV (one row)")))
 def score_point(params: MixParams, model, reference, data, out, device="cpu") -> None:
     """Every curve metric of one model, as one CSV row at α = 0: θo's point, which every mixing
-    sweep of its seed starts from and shares."""
+    sweep of its seed starts from and shares (θfull's, for every sweep of Section 3)."""
     model, tokenizer = load_checkpoint(model, device=device)
     row = _PointEvaluator(params, tokenizer, data, device)(model, _reference_tr(reference))
     io.write_csv(out, [{"alpha": 0.0, **row}], point_columns(params))
 
 
 @stage("mix_eval", settings=MixParams, version=4, runs_model=True,
-       args=(Arg(name="model", help="θu (a delta on θo)"),
+       args=(Arg(name="model", help="θu (a delta on θo, or on θfull)"),
              Arg(name="reference", help="θr's forget truth ratios from reference_stats"), DATA,
              Arg(name="origin", help="θo's row from score_point (α = 0); without it α = 0 is scored here",
                  required=False),
              Arg(name="out", help="output curve.csv")))
 def mix_eval(params: MixParams, model, reference, data, out, origin=None, device="cpu") -> None:
-    """Model mixing θ(α) = (1-α)θo + αθu over an α grid: one curve.csv row per α with its
-    labels (scenario, objective, localizer, seed: from θu's metadata) and every curve metric."""
+    """Model mixing θ(α) = (1-α)θo + αθu (θfull in place of θo in Section 3) over an α grid: one
+    curve.csv row per α with its labels (scenario, objective, localizer, seed: from θu's
+    metadata) and every curve metric."""
     from unloc.metrics.curve import CURVE_LABELS
     from unloc.mixing import DeltaMixer, alpha_grid
 

@@ -73,13 +73,18 @@ def test_params_must_be_a_json_object(capsys):
     ("localize", {"localizer": "oracle", "settings": {}, "ratio": "0.1", "seed": 7},
      "localize --params.ratio: expected a number, got a string '0.1'"),
     ("mix_eval", {"version": 1, "mix": {}}, "mix_eval --params were made for version 1 of the stage"),
+    ("unlearn", {"objective": "l2_mlp", "block": {"lr": 1.0}, "train": {}, "max_length": 64},
+     "unlearn: l2_mlp matches a target model's activations: give θr as --target"),
+    ("unlearn_target", {"objective": "npo", "block": {"lr": 1.0}, "train": {}, "max_length": 64},
+     "unlearn: --target is for objectives that match a target model; npo does not read one"),
 ])
 def test_params_that_do_not_fit_the_stage_fail_naming_the_key_without_a_traceback(tmp_path, caplog, capsys, stage,
                                                                                    params, message):
-    args = {"unlearn": ["--model", "m", "--mask", "k", "--data", "d", "--out", "o", "--log", "l"],
+    unlearn = ["--model", "m", "--mask", "k", "--data", "d", "--out", "o", "--log", "l"]
+    args = {"unlearn": unlearn, "unlearn_target": [*unlearn, "--target", "t"],
             "localize": ["--model", "m", "--out", "o"],
             "mix_eval": ["--model", "m", "--reference", "r", "--data", "d", "--out", "o"]}[stage]
-    assert main([stage, "--params", json.dumps(params), *args]) == 1
+    assert main([stage.removesuffix("_target"), "--params", json.dumps(params), *args]) == 1
     assert message in caplog.text
     assert "Traceback" not in caplog.text + capsys.readouterr().err
 

@@ -17,6 +17,8 @@ from unloc.objectives import (
     dpo_loss,
     ga_loss,
     kl_to_reference,
+    l2_mlp_loss,
+    mlp_outputs,
     npo_loss,
     parse_objective,
     prepare_loss,
@@ -46,7 +48,7 @@ def seq_logp(model, batch):
 
 
 def test_registries_name_the_objectives_and_regularizers():
-    assert set(OBJECTIVES) == {"ga", "wga", "npo", "dpo", "rmu"}
+    assert set(OBJECTIVES) == {"ga", "wga", "npo", "dpo", "rmu", "l2_mlp"}
     assert set(REGULARIZERS) == {"gd", "kl"}
     for spec in [*OBJECTIVES.specs(), *REGULARIZERS.specs()]:
         assert spec.help and set(spec.needs) <= set(SUB_BATCHES), spec.name
@@ -120,6 +122,86 @@ def test_rmu_layer_gets_no_gradient_from_later_layers():
     rmu_loss(model, batch, layer=0, steering=rmu_steering(32, 2.0, 0)).backward()
     assert model.model.layers[1].mlp.down_proj.weight.grad is None
     assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- L2 MLP
+
+
+@torch.no_grad()
+def down_proj_outputs(model, batch):
+    """Every layer's down_proj output by the test's own hooks, through the full model (an independent route)."""
+    out = []
+    handles = [layer.mlp.down_proj.register_forward_hook(lambda m, a, o: out.append(o)) for layer in model.model.layers]
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    for h in handles:
+        h.remove()
+    return out
+
+
+def l2_mlp_fn(model, target, alpha=None):
+    """The registered objective's loss on a forget batch, through prepare, with ``target`` as θr."""
+    sets = {"forget": random_examples(8, seed=1)}
+    block = {"lr": 1e-3, **({} if alpha is None else {"alpha": alpha})}
+    ctx = LossContext(model, sets, pad_id=0, target=target)
+    loss_fn = prepare_loss(parse_objective("l2_mlp", block, "unlearn.l2_mlp"), ctx)
+    return loss_fn, next(Batcher(sets["forget"], 4, 0, seed=0, main="forget").epoch(0))
+
+
+@pytest.mark.parametrize("alpha", [None, 0.5, 1.0])
+def test_l2_mlp_is_zero_with_a_zero_gradient_at_the_target_and_positive_elsewhere(alpha):
+    model = make_tiny_model(seed=1)
+    loss_fn, batch = l2_mlp_fn(model, copy.deepcopy(model), alpha)  # same weights: θ = θr
+    loss = loss_fn(batch)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)  # no NaN
+    loss_fn, batch = l2_mlp_fn(model, make_tiny_model(seed=2), alpha)
+    assert loss_fn(batch).item() > 0  # small: random init MLP outputs are small
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_l2_mlp_is_the_layer_mean_of_the_token_mean_distance(alpha):
+    model, target, batch = make_tiny_model(seed=1), make_tiny_model(seed=2), random_lm_batch(seed=4)
+    batch["attention_mask"][1, -5:] = 0  # a shorter row: a token mean over its 7 positions and the others' 36
+    h, r = down_proj_outputs(model, batch), down_proj_outputs(target, batch)
+    for got, want in zip(mlp_outputs(model, batch), h, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    m = batch["attention_mask"].bool()
+    formula = {1.0: lambda d: d.abs().sum(-1), 2.0: lambda d: (d ** 2).sum(-1),  # L1; squared L2
+               0.5: lambda d: torch.linalg.vector_norm(d, ord=0.5, dim=-1) ** 0.5}[alpha]
+    expected = torch.stack([formula(a - b)[m].sum() / 43 for a, b in zip(h, r)]).mean()
+    got = l2_mlp_loss(model, batch, target_outputs=r, alpha=alpha)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)  # relative: the values are ~1e-4
+
+
+def test_l2_mlp_ignores_padding_positions_and_padded_rows():
+    model, target, batch = make_tiny_model(seed=1), make_tiny_model(seed=2), random_lm_batch(seed=4)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.cat([batch["input_ids"], torch.randint(3, 64, (4, 5), generator=g)], 1)  # 5 padding columns
+    ids = torch.cat([ids, torch.randint(3, 64, (1, 17), generator=g)])  # and a row of padding only
+    mask = torch.zeros_like(ids)
+    mask[:4, :12] = 1
+    padded = {"input_ids": ids, "attention_mask": mask}
+    plain = l2_mlp_loss(model, batch, target_outputs=down_proj_outputs(target, batch), alpha=2.0)
+    got = l2_mlp_loss(model, padded, target_outputs=down_proj_outputs(target, padded), alpha=2.0)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=0)
+
+
+def test_l2_mlp_gradient_reaches_the_model_only():
+    model, target = make_tiny_model(seed=1), make_tiny_model(seed=2)
+    loss_fn, batch = l2_mlp_fn(model, target)
+    loss_fn(batch).backward()
+    assert all(p.grad is None and not p.requires_grad for p in target.parameters()) and not target.training
+    assert all(layer.mlp.down_proj.weight.grad.abs().sum() > 0 for layer in model.model.layers)
+
+
+def test_l2_mlp_needs_a_separate_target_model():
+    model = make_tiny_model(seed=1)
+    with pytest.raises(ValueError, match=r"l2_mlp matches the activations of a target model \(θr\), but "
+                                         "LossContext.target is None"):
+        l2_mlp_fn(model, None)
+    with pytest.raises(ValueError, match="l2_mlp: the target must be a separate model"):
+        l2_mlp_fn(model, model)
 
 
 # --------------------------------------------------------------------------- regularizers
@@ -229,7 +311,8 @@ def test_every_objective_and_regularizer_moves_only_the_masked_value_vectors(lab
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run = parse_objective(label.split("+")[0], block, "unlearn")
     sets = {k: v for k, v in examples_for_every_sub_batch().items() if k in run.needs}
-    ctx = LossContext(model, sets, pad_id=0, eval_batch_size=4)
+    target = make_tiny_model(seed=5) if run.objective.name == "l2_mlp" else None  # θr, whose MLP outputs it matches
+    ctx = LossContext(model, sets, pad_id=0, eval_batch_size=4, target=target)
     loss_fn = prepare_loss(run, ctx)
     batcher = Batcher(sets["forget"], 4, 0, seed=0, main="forget",
                       aligned={n: sets[n] for n in run.needs if n == "idk"},
