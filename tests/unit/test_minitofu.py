@@ -40,7 +40,7 @@ def words(text: str) -> list[str]:
 
 
 def test_registry_has_both_sources():
-    assert set(SOURCES) == {"minitofu", "tofu"}
+    assert set(SOURCES) == {"lume", "minitofu", "pii", "tofu"}
 
 
 def test_deterministic_given_seed(data):
@@ -222,5 +222,5 @@ def test_load_missing_role_names_the_file(tmp_path):
 
 
 def test_unknown_source_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="minitofu, tofu"):
+    with pytest.raises(ValueError, match="lume, minitofu, pii, tofu"):
         build_dataset({**PARAMS, "source": "wikipedia"})

@@ -10,7 +10,12 @@ the ``data`` section of the pipeline config. Record schemas (TOFU's):
   "perturbed_answer": [3 str]}``;
 * ``idk``: ``{"answer"}`` (refusal answers); ``corpus``: ``{"text"}`` (pretraining documents).
 
-Each role is stored as ``<data_dir>/<role>.jsonl``.
+Each role is stored as ``<data_dir>/<role>.jsonl``. Sources (``data.source``):
+
+* ``minitofu``: a seeded fictitious-author world (``minitofu.py``);
+* ``tofu``: the TOFU benchmark, local or from the hub (``tofu.py``);
+* ``pii``: seeded synthetic personal records, a stand-in for LUME Task 2 (``pii.py``);
+* ``lume``: LUME (SemEval-2025 Task 4) Task 2 from a local copy (``lume.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from unloc.data import minitofu, tofu
+from unloc.data import lume, minitofu, pii, tofu
 from unloc.io import ArtifactError, read_jsonl, write_jsonl
 
 ROLES = (
@@ -33,7 +38,7 @@ ROLES = (
     "corpus",
 )
 
-SOURCES = {"minitofu": minitofu.build, "tofu": tofu.build}
+SOURCES = {"lume": lume.build, "minitofu": minitofu.build, "pii": pii.build, "tofu": tofu.build}
 
 
 def build_dataset(params: dict) -> dict[str, list[dict]]:
