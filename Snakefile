@@ -24,6 +24,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figure1.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/cluster.smk"
 

@@ -24,13 +24,47 @@ from unloc.registry import ConfigError, parse_settings, suggest
 from unloc.sanity import SanitySettings
 from unloc.stages import EvalSettings, MixSettings
 from unloc.stats import StatsSettings
-from unloc.tables import TABLES
+from unloc.tables import ORIGINAL, TABLES
 from unloc.train import InjectSettings, LoopSettings, TrainSettings
 
 TRAIN_SECTIONS = ("pretrain", "finetune_retain", "finetune_full")
 UNLEARN_KEYS = ("objectives", "localizers", "train", "eval_batch_size")
 MASK_KEYS = ("ratio", "seeds")
 INJECTION_MASK = "oracle"  # θo is injected into the oracle region
+ORIGINAL_KEYS = ("seeds", "masks")
+
+
+@dataclass(frozen=True)
+class OriginalRun:
+    """One unlearning run of seeds/000 Section 3: from θfull, in one localizer's ``ratio`` mask of
+    the seeds it runs (all of ``original.seeds``, or the first where the mask does not depend on
+    the seed), with the table's objective at the LR calibrated for that localizer."""
+
+    table: str
+    localizer: str
+    ratio: float
+    seeds: tuple[int, ...]
+    objective: ObjectiveRun
+
+
+@dataclass(frozen=True)
+class Original:
+    """The config's ``original`` section, checked: the runs of every configured Section 3 table,
+    and the settings of every localizer their masks need (``original.masks.<localizer>``)."""
+
+    seeds: tuple[int, ...]
+    localizers: dict[str, Any]
+    runs: dict[tuple[str, str], OriginalRun]  # (table, localizer) -> its runs
+
+    def masks(self) -> list[tuple[str, float, int]]:
+        """(localizer, ratio, seed) of every mask the runs train in and of the masks those read."""
+        wanted = {(run.localizer, run.ratio, seed) for run in self.runs.values() for seed in run.seeds}
+        out: set[tuple[str, float, int]] = set()
+        while wanted:
+            localizer, ratio, seed = wanted.pop()
+            out.add((localizer, ratio, seed))
+            wanted |= {(m, ratio, seed) for m in LOCALIZERS[localizer].masks(self.localizers[localizer])} - out
+        return sorted(out)
 
 
 @dataclass(frozen=True)
@@ -49,6 +83,8 @@ class Experiment:
     tables: tuple[str, ...]
     figures: tuple[str, ...]
     sanity: SanitySettings
+    original: Original
+    figure_settings: dict[str, Any]  # of every configured figure with runs of its own (its config block)
 
 
 def merge_configs(base: dict, override: dict) -> dict:
@@ -87,7 +123,8 @@ def _check_blocks(section: dict, fixed: tuple[str, ...], registry, path: str) ->
                               f"(allowed: {allowed})")
 
 
-def _localizer_closure(wanted: tuple[str, ...], settings_of: dict[str, Any]) -> dict[str, Any]:
+def _localizer_closure(wanted: tuple[str, ...], settings_of: dict[str, Any], where: str = "masks",
+                       path: str = "unlearn.localizers") -> dict[str, Any]:
     """Settings of ``wanted`` and of every localizer whose mask they read, dependencies first."""
     out: dict[str, Any] = {}
 
@@ -95,15 +132,15 @@ def _localizer_closure(wanted: tuple[str, ...], settings_of: dict[str, Any]) -> 
         if name in out:
             return
         if name in chain:
-            raise ConfigError(f"masks: localizers read each other's masks in a loop: {' -> '.join((*chain, name))}")
+            raise ConfigError(f"{where}: localizers read each other's masks in a loop: {' -> '.join((*chain, name))}")
         spec = LOCALIZERS.get(name, path)
         settings = settings_of[name]
         for dependency in spec.masks(settings):
-            visit(dependency, f"masks.{name} (reads the mask of)", (*chain, name))
+            visit(dependency, f"{where}.{name} (reads the mask of)", (*chain, name))
         out[name] = settings
 
     for i, name in enumerate(wanted):
-        visit(name, f"unlearn.localizers[{i}]", ())
+        visit(name, f"{path}[{i}]", ())
     return out
 
 
@@ -124,14 +161,18 @@ def check_config(config: dict) -> Experiment:
 
     masks = config["masks"]
     _check_blocks(masks, MASK_KEYS, LOCALIZERS, "masks")
+    for name in masks:
+        if name in LOCALIZERS and LOCALIZERS[name].reads_weights:
+            raise ConfigError(f"masks.{name}: {name} scores θfull for seeds/000 Section 3, whose localizers take their "
+                              f"settings from original.masks.{name}")
     wanted = _names(LOCALIZERS, unlearn["localizers"], "unlearn.localizers")
     for i, name in enumerate(wanted):
         if LOCALIZERS[name].reads_weights:
             raise ConfigError(
                 f"unlearn.localizers[{i}]: {name} scores θfull (seeds/000 Section 3), but these runs unlearn θo "
                 f"(Section 4), which only the uniform regions fit: "
-                f"{', '.join(s.name for s in LOCALIZERS.specs() if not s.reads_weights)}. Its mask alone is built by "
-                f"`snakemake results/<name>/masks/{name}/s<seed>/mask.safetensors`")
+                f"{', '.join(s.name for s in LOCALIZERS.specs() if not s.reads_weights)}. Section 3's tables "
+                f"(original.<table>) unlearn θfull in its mask")
     # every block is checked, also of a localizer no run uses
     localizer_settings = {spec.name: spec.parse(masks.get(spec.name), f"masks.{spec.name}")
                           for spec in LOCALIZERS.specs()}
@@ -143,13 +184,25 @@ def check_config(config: dict) -> Experiment:
     for name in tables:
         spec = TABLES[name]
         _needs(f"tables: {name}", spec.needs, columns, "mix.metrics")
+        if spec.scenario == ORIGINAL:
+            continue  # its runs are its own (the original section)
         missing = [loc for loc in spec.localizers if loc not in wanted]
         if missing:
             raise ConfigError(f"tables: {name} compares {', '.join(spec.localizers)}, but unlearn.localizers "
                               f"lacks {', '.join(missing)}")
+    for i, name in enumerate(objective_names):
+        if OBJECTIVES[name].target:
+            raise ConfigError(f"unlearn.objectives[{i}]: {name} matches θr's activations; its Oracle-vs-Random runs "
+                              f"are Figure 1's (figures: [figure1]), not Table 2's")
     figures = _names(FIGURES, config["figures"], "figures")
+    figure_settings = {}
     for name in figures:
         _needs(f"figures: {name}", FIGURES[name].needs, columns, "mix.metrics")
+        if FIGURES[name].runs == "own":
+            figure_settings[name] = _own_runs(name, config, runs)
+    for name in FIGURES.names():
+        if name in config and name not in figures:
+            FIGURES[name].parse(config[name], name)  # checked, though unused
 
     return Experiment(
         train=train, inject=inject, unlearn_train=unlearn_train,
@@ -157,7 +210,70 @@ def check_config(config: dict) -> Experiment:
         localizer_settings=localizer_settings,
         unlearn_localizers=wanted, mix=mix, eval=parse_settings(EvalSettings, config["eval"], "eval"),
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
-        sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"))
+        sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"),
+        original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings)
+
+
+def _own_runs(name: str, config: dict, runs: dict[str, ObjectiveRun]):
+    """The settings of a figure that rests on runs of its own (Figure 1): its block, checked
+    against the seeds θo is injected for and the objective blocks."""
+    settings = FIGURES[name].parse(config.get(name), name)
+    if settings.seed not in config["masks"]["seeds"]:
+        raise ConfigError(f"{name}.seed: {settings.seed} is not one of masks.seeds {config['masks']['seeds']} "
+                          f"(the seeds θo is injected for)")
+    OBJECTIVES.get(settings.objective, f"{name}.objective")
+    if settings.objective not in runs:
+        raise ConfigError(f"unlearn.{settings.objective}: {name} unlearns with {settings.objective}, which has no "
+                          f"block (at least its lr: unlearn.{settings.objective}: {{lr: ...}})")
+    return settings
+
+
+def check_original(section: dict, tables: tuple[str, ...], unlearn: dict) -> Original:
+    """The ``original`` section: Section 3's mask seeds, its localizers' settings and one block per
+    configured Section 3 table (``lr``: the learning rate of each of its localizers)."""
+    section3 = [t for t in tables if TABLES[t].scenario == ORIGINAL]
+    allowed = [*ORIGINAL_KEYS, *(s.name for s in TABLES.specs() if s.scenario == ORIGINAL)]
+    for key in section:
+        if key not in allowed:
+            raise ConfigError(f"original.{key}: unknown key{suggest(key, allowed)} (allowed: {', '.join(allowed)})")
+    seeds = section.get("seeds")
+    if section3 and not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                     for x in seeds) and len(set(seeds)) == len(seeds)):
+        raise ConfigError(f"original.seeds: expected a non-empty list of distinct integers (the mask seeds of "
+                          f"{', '.join(section3)}), got {seeds!r}")
+    blocks = section.get("masks") or {}
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"original.masks: expected a mapping of localizer settings blocks, got {blocks!r}")
+    _check_blocks(blocks, (), LOCALIZERS, "original.masks")
+    settings = {spec.name: spec.parse(blocks.get(spec.name), f"original.masks.{spec.name}")
+                for spec in LOCALIZERS.specs()}
+    runs: dict[tuple[str, str], OriginalRun] = {}
+    for table in section3:
+        spec = TABLES[table]
+        block = section.get(table)
+        path = f"original.{table}"
+        if not isinstance(block, dict) or set(block) != {"lr"} or not isinstance(block["lr"], dict):
+            raise ConfigError(f"{path}: expected {{lr: {{localizer: learning rate}}}} for "
+                              f"{', '.join(spec.localizers)} (calibrated per model), got {block!r}")
+        lrs = block["lr"]
+        unknown = [k for k in lrs if k not in spec.localizers]
+        if unknown:
+            raise ConfigError(f"{path}.lr.{unknown[0]}: {table} compares {', '.join(spec.localizers)} only")
+        objective_block = {k: v for k, v in (unlearn.get(spec.objective) or {}).items() if k != "lr"}
+        for localizer in spec.localizers:
+            if localizer not in lrs:
+                raise ConfigError(f"{path}.lr.{localizer}: required setting missing (the LR of {table}'s "
+                                  f"{spec.objective} run in the {localizer} mask, calibrated per model)")
+            lr = lrs[localizer]
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+                raise ConfigError(f"{path}.lr.{localizer}: expected a positive number, got {lr!r}")
+            # the objective's other settings (β, RMU's layer, a regularizer) are Section 4's
+            run = parse_objective(spec.objective, {**objective_block, "lr": lr}, f"unlearn.{spec.objective}")
+            run_seeds = tuple(seeds) if LOCALIZERS[localizer].seeded else (seeds[0],)
+            runs[(table, localizer)] = OriginalRun(table, localizer, spec.ratio, run_seeds, run)
+    wanted = tuple(dict.fromkeys(run.localizer for run in runs.values()))
+    closure = _localizer_closure(wanted, settings, "original.masks", "original (its tables' localizers)")
+    return Original(seeds=tuple(seeds or ()), localizers=closure, runs=runs)
 
 
 def _needs(what: str, needs, columns: set[str], where: str) -> None:

@@ -1,13 +1,16 @@
 """Figures from mixing curves, one registry entry each (``FIGURES``): FS-RS (the AUES curves)
-and MU-FQ (the MU95 curves), Oracle vs Random, every seed, one panel per objective; PNG and PDF.
+and MU-FQ (the MU95 curves), Oracle vs Random, every seed, one panel per objective; and seeds/000
+Figure 1 (L2 MLP matching: Oracle vs Random A/B/C, both planes). PNG and PDF.
 
-A figure spec names the curve columns it plots (``needs``: x then y) and its axis labels; its
-report caption is ``workflow/report/<figure>.rst``. The ``figure`` stage writes
-``results/{name}/figures/<figure>.png`` and ``.pdf``.
+A figure spec names the curve columns it plots (``needs``: x then y) and its axis labels, or
+draws its own layout (``draw``); a figure that rests on runs of its own (Figure 1) has settings,
+its config block of the same name. Its report caption is ``workflow/report/<figure>.rst``. The
+``figure`` stage writes ``results/{name}/figures/<figure>.png`` and ``.pdf``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import matplotlib
@@ -17,7 +20,7 @@ matplotlib.use("Agg")  # files only; no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from unloc import io  # noqa: E402
-from unloc.registry import Registry, Spec  # noqa: E402
+from unloc.registry import Registry, Spec, setting  # noqa: E402
 from unloc.tables import injection_verdict, objective_label, read_curves  # noqa: E402
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
@@ -25,10 +28,14 @@ COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
 @dataclass(frozen=True, kw_only=True)
 class FigureSpec(Spec):
-    """``fn(ax, curves)`` adds what the figure draws beyond the curves (a threshold line)."""
+    """``fn(ax, curves)`` adds what the figure draws beyond the curves (a threshold line);
+    ``draw(curves, model) -> Figure``, where set, draws the whole figure instead. ``runs``: whose
+    curves it plots (``section4``: every Section 4 sweep; ``own``: the runs its settings name)."""
 
-    labels: tuple[str, str]
+    labels: tuple[str, str] = ("", "")
     title: str
+    draw: Callable | None = None
+    runs: str = "section4"
 
 
 FIGURES: Registry[FigureSpec] = Registry("figure", FigureSpec)
@@ -51,9 +58,23 @@ def mu_fq(ax, curves) -> None:
 def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf, sanity_csv=None) -> None:
     """A figure's PNG and PDF; on injected curves whose sanity check failed, the figure says so."""
     spec = FIGURES[name]
-    (x_col, y_col), (x_label, y_label) = spec.needs, spec.labels
     curves = read_curves(curve_paths)
     verdict = injection_verdict(curves, sanity_csv)
+    fig = spec.draw(curves, model) if spec.draw else _per_objective(spec, curves, model)
+    failed = verdict is not None and not verdict.passed
+    if failed:
+        fig.text(0.5, 0.01, "SANITY CHECK FAILED: θo did not memorize the forget set (sanity.csv)",
+                 ha="center", va="bottom", color="tab:red", fontsize=9, weight="bold")
+    fig.tight_layout(rect=(0, 0.06 if failed else 0, 1, 1))
+    for path in (out_png, out_pdf):
+        with io.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)
+    plt.close(fig)
+
+
+def _per_objective(spec: FigureSpec, curves, model: str):
+    """One panel per objective, every seed's curve of each localizer."""
+    (x_col, y_col), (x_label, y_label) = spec.needs, spec.labels
     objectives = list(dict.fromkeys(c.objective for c in curves))
     fig, axes = plt.subplots(1, len(objectives), figsize=(3.6 * len(objectives), 3.4), squeeze=False)
     for ax, objective in zip(axes[0], objectives):
@@ -71,12 +92,57 @@ def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf,
     # a one- or two-panel figure is too narrow for the title on one line
     sep = ": " if len(objectives) > 2 else "\n"
     fig.suptitle(f"{model}{sep}{spec.title} curves by model mixing (all seeds)", fontsize=10)
-    failed = verdict is not None and not verdict.passed
-    if failed:
-        fig.text(0.5, 0.01, "SANITY CHECK FAILED: θo did not memorize the forget set (sanity.csv)",
-                 ha="center", va="bottom", color="tab:red", fontsize=9, weight="bold")
-    fig.tight_layout(rect=(0, 0.06 if failed else 0, 1, 1))
-    for path in (out_png, out_pdf):
-        with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=str(path).rsplit(".", 1)[-1], dpi=150)
-    plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- Figure 1
+
+
+@dataclass(frozen=True)
+class Figure1Settings:
+    """seeds/000 Figure 1's runs (App. F): θo of one mask seed unlearned with ``objective`` inside
+    its V_tgt (Oracle) and inside regions drawn outside that V_tgt with other seeds (Random A, B,
+    C); the objective's LR and settings are its ``unlearn.<objective>`` block."""
+
+    seed: int = setting(7, "mask seed of θo and of the Oracle region V_tgt (App. F: 7)")
+    random_seeds: tuple[int, ...] = setting((7, 11, 49), "seeds of Random A, B, C: V_rdm drawn outside that V_tgt "
+                                                         "(App. F: 7, 11, 49)")
+    objective: str = setting("l2_mlp", "the unlearning objective (seeds/000 §4: L2 matching of θr's MLP outputs)")
+
+    def __post_init__(self):
+        if not self.random_seeds or len(set(self.random_seeds)) != len(self.random_seeds):
+            raise ValueError(f"random_seeds {list(self.random_seeds)}: expected distinct seeds, at least one")
+
+
+def random_name(rank: int, seed: int) -> str:
+    """Random A, B, C, ... in the order of their seeds."""
+    return f"Random {chr(ord('A') + rank)} (seed {seed})"
+
+
+def draw_figure1(curves, model: str):
+    """RS vs FS (left) and MU vs log10 FQ (right) along the mixing sweep: Oracle and Random A/B/C."""
+    oracle = [c for c in curves if c.localizer == "oracle"]
+    randoms = sorted((c for c in curves if c.localizer == "random"), key=lambda c: c.seed)
+    blues = plt.get_cmap("Blues")
+    styles = [(c, "Oracle", "tab:red") for c in oracle]
+    styles += [(c, random_name(i, c.seed), blues(0.45 + 0.5 * i / max(1, len(randoms) - 1)))
+               for i, c in enumerate(randoms)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.6))
+    for ax, (x, y), (x_label, y_label) in zip(
+            axes, (("fs", "rs"), ("log10_fq", "mu")),
+            (("FS (forget strength)", "RS (retain strength)"), ("log10 FQ (forget quality)", "MU (model utility)"))):
+        for c, label, color in styles:
+            ax.plot(c.frame[x], c.frame[y], "-o", ms=2.5, lw=1, color=color, label=label)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    objective = objective_label(curves[0].objective) if curves else "?"
+    fig.suptitle(f"{model}: Oracle vs Random, unlearned by {objective} (Figure 1)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("figure1", settings=Figure1Settings, needs=("fs", "rs", "log10_fq", "mu"), draw=draw_figure1,
+                  runs="own", title="Figure 1")
+def figure1(ax, curves) -> None:
+    """seeds/000 Figure 1: Oracle vs Random A/B/C unlearned by L2 matching of θr's MLP outputs."""

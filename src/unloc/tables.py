@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unloc import io, stats
+from unloc.localizers import LOCALIZERS
 from unloc.metrics.curve import CURVE_LABELS as LABELS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import Registry, Spec, parse_settings
@@ -31,12 +32,22 @@ from unloc.stats import StatsSettings
 
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
+ORIGINAL = "original"  # the scenario of curves that start from θfull (seeds/000 Section 3)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TableSpec(Spec):
+    """``localizers``: the ones the table compares. A table of the ``original`` scenario (seeds/000
+    Section 3) also names the runs it rests on: each of its localizers' ``ratio`` mask of θfull,
+    unlearned with ``objective``; its first localizer is the baseline the others are tested
+    against, and ``title`` is its markdown heading."""
+
     markdown: Callable[[pd.DataFrame, StatsSettings], str]
     localizers: tuple[str, ...] = ()
+    scenario: str = "injected"
+    objective: str | None = None
+    ratio: float | None = None
+    title: str = ""
 
 
 TABLES: Registry[TableSpec] = Registry("table", TableSpec)
@@ -151,40 +162,180 @@ def table2_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-@TABLES.register("table2", needs=("fs", "rs", "mu", "log10_fq"), localizers=("oracle", "random"),
-                 markdown=table2_markdown)
+def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], settings: StatsSettings) -> dict:
+    """AUES and MU95 of two scenarios' sweeps ({column: [seeds, α]}, seeds paired) with the App. D
+    tests, the paired bootstrap CI of a − b and the TOST p: {metric: dict of per-seed values and
+    statistics}."""
+    n, seed, plus_one = settings.n_resamples, settings.seed, settings.plus_one
+    of_a, of_b = _per_seed(a), _per_seed(b)
+    per_seed = {metric: (of_a[metric], of_b[metric]) for metric in of_a}
+    tests = {
+        "AUES": stats.aues_permutation_test(a["fs"], a["rs"], b["fs"], b["rs"], n, seed, plus_one)[1],
+        "MU95": stats.mu95_shuffle_test(a["mu"], a["log10_fq"], b["mu"], b["log10_fq"], n, seed, plus_one)[1],
+    }
+    margins = {"AUES": settings.tost_margin.aues, "MU95": settings.tost_margin.mu95}
+    out = {}
+    for metric, (values_a, values_b) in per_seed.items():
+        diff_mean, low, high = stats.paired_bootstrap_ci(values_a, values_b, n, seed)
+        tost = stats.tost_paired(values_a, values_b, margins[metric]) if len(values_a) > 1 else float("nan")
+        out[metric] = {"a": values_a, "b": values_b, "p_value": tests[metric], "ci_low": low, "ci_high": high,
+                       "tost_p": tost}
+    return out
+
+
+SWEEP_COLUMNS = ("fs", "rs", "mu", "log10_fq")
+
+
+def _per_seed(sweeps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """AUES and MU95 of every seed's sweep."""
+    return {"AUES": np.array([stats.aues(f, r) for f, r in zip(sweeps["fs"], sweeps["rs"])]),
+            "MU95": np.array([stats.mu95(m, q) for m, q in zip(sweeps["mu"], sweeps["log10_fq"])])}
+
+
+def _sweeps(curves: list[Curve], localizer: str, seeds: list[int]) -> dict[str, np.ndarray]:
+    return {col: _stack(curves, localizer, col, seeds) for col in SWEEP_COLUMNS}
+
+
+@TABLES.register("table2", needs=SWEEP_COLUMNS, localizers=("oracle", "random"), markdown=table2_markdown)
 def table2(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
     """Table 2: Random vs Oracle, AUES and MU95 with the App. D tests, CI and TOST (long format:
     one row per objective and metric)."""
     rows = []
-    n, seed, plus_one = settings.n_resamples, settings.seed, settings.plus_one
     for objective in dict.fromkeys(c.objective for c in curves):
         mine = [c for c in curves if c.objective == objective]
         seeds = sorted({c.seed for c in mine if c.localizer == "oracle"}
                        & {c.seed for c in mine if c.localizer == "random"})
         if not seeds:
             continue
-        fs_o, rs_o, mu_o, fq_o = (_stack(mine, "oracle", col, seeds) for col in ("fs", "rs", "mu", "log10_fq"))
-        fs_r, rs_r, mu_r, fq_r = (_stack(mine, "random", col, seeds) for col in ("fs", "rs", "mu", "log10_fq"))
-        per_seed = {
-            "AUES": (np.array([stats.aues(f, r) for f, r in zip(fs_o, rs_o)]),
-                     np.array([stats.aues(f, r) for f, r in zip(fs_r, rs_r)])),
-            "MU95": (np.array([stats.mu95(m, q) for m, q in zip(mu_o, fq_o)]),
-                     np.array([stats.mu95(m, q) for m, q in zip(mu_r, fq_r)])),
-        }
-        tests = {
-            "AUES": stats.aues_permutation_test(fs_o, rs_o, fs_r, rs_r, n, seed, plus_one)[1],
-            "MU95": stats.mu95_shuffle_test(mu_o, fq_o, mu_r, fq_r, n, seed, plus_one)[1],
-        }
-        margins = {"AUES": settings.tost_margin.aues, "MU95": settings.tost_margin.mu95}
-        for metric, (oracle, random) in per_seed.items():
-            diff_mean, low, high = stats.paired_bootstrap_ci(oracle, random, n, seed)
+        compared = _metric_comparison(_sweeps(mine, "oracle", seeds), _sweeps(mine, "random", seeds), settings)
+        for metric, c in compared.items():
+            oracle, random = c["a"], c["b"]
             rows.append({
                 "model": model, "objective": objective, "metric": metric,
                 "random_mean": float(np.mean(random)), "random_std": _std(random),
                 "oracle_mean": float(np.mean(oracle)), "oracle_std": _std(oracle),
                 "abs_diff_mean": float(np.mean(np.abs(oracle - random))), "abs_diff_std": _std(np.abs(oracle - random)),
-                "p_value": tests[metric], "ci_low": low, "ci_high": high,
-                "tost_p": stats.tost_paired(oracle, random, margins[metric]) if len(seeds) > 1 else float("nan"),
+                "p_value": c["p_value"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "tost_p": c["tost_p"],
             })
     return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
+
+
+# --------------------------------------------------------------------------- Section 3: Tables 1, 3, 4, 5
+
+SECTION3_COLUMNS = ["model", "objective", "ratio", "localizer", "metric", "mean", "std", "n_seeds", "p_value",
+                    "ci_low", "ci_high", "tost_p"]
+THETA_FULL_ROW = "original"  # the row of θfull itself: its log10 FQ, before any unlearning
+
+
+def localizer_label(name: str) -> str:
+    """How tables and figures print a localizer (its spec's label)."""
+    return LOCALIZERS[name].label if name in LOCALIZERS else name
+
+
+def _paired_sweeps(curves: list[Curve], localizer: str, seeds: list[int], table: str) -> tuple[dict, int]:
+    """A localizer's sweeps paired with the baseline's ``seeds``, and how many runs they are: its
+    own sweep of each seed, or, for a localizer whose mask does not depend on the seed (run
+    once), its one sweep at every seed, which is what a run per seed would have given."""
+    mine = [c for c in curves if c.localizer == localizer]
+    if LOCALIZERS[localizer].seeded:
+        missing = sorted(set(seeds) - {c.seed for c in mine})
+        if missing:
+            raise io.ArtifactError(f"{table}: no sweep of {localizer} for the seeds {missing} of the baseline")
+        return _sweeps(mine, localizer, seeds), len(seeds)
+    if len(mine) != 1:
+        raise io.ArtifactError(f"{table}: expected one sweep of {localizer} (its mask does not depend on the seed), "
+                               f"got {len(mine)}")
+    one = mine[0].frame
+    return {col: np.repeat(one[col].to_numpy(float)[None], len(seeds), axis=0) for col in SWEEP_COLUMNS}, 1
+
+
+def localizers_vs_baseline(curves: list[Curve], settings: StatsSettings, model: str, spec: TableSpec) -> pd.DataFrame:
+    """Seeds/000 Section 3's comparison: AUES and MU95 of every localizer's sweeps from θfull
+    (mean ± std over the runs), each tested against the baseline's (App. D tests, the seed-level
+    bootstrap CI of localizer − baseline, TOST), plus θfull's own log10 FQ (the "Original" row)."""
+    curves = [c for c in curves if c.scenario == ORIGINAL]
+    baseline, *others = spec.localizers
+    seeds = sorted({c.seed for c in curves if c.localizer == baseline})
+    if not seeds:
+        raise io.ArtifactError(f"{spec.name}: no sweep of its baseline {baseline}")
+    base = _sweeps(curves, baseline, seeds)
+    common = {"model": model, "objective": spec.objective, "ratio": spec.ratio}
+    nan = float("nan")
+    rows = [{**common, "localizer": THETA_FULL_ROW, "metric": "MU95", "mean": float(base["log10_fq"][0, 0]),
+             "std": nan, "n_seeds": 1, "p_value": nan, "ci_low": nan, "ci_high": nan, "tost_p": nan}]
+    for metric, values in _per_seed(base).items():
+        rows.append({**common, "localizer": baseline, "metric": metric, "mean": float(np.mean(values)),
+                     "std": _std(values), "n_seeds": len(seeds), "p_value": nan, "ci_low": nan, "ci_high": nan,
+                     "tost_p": nan})
+    for localizer in others:
+        sweeps, runs = _paired_sweeps(curves, localizer, seeds, spec.name)
+        for metric, c in _metric_comparison(sweeps, base, settings).items():
+            values = c["a"][:runs]
+            rows.append({**common, "localizer": localizer, "metric": metric, "mean": float(np.mean(values)),
+                         "std": _std(values), "n_seeds": runs, "p_value": c["p_value"], "ci_low": c["ci_low"],
+                         "ci_high": c["ci_high"], "tost_p": c["tost_p"] if runs > 1 else nan})
+    return pd.DataFrame(rows, columns=SECTION3_COLUMNS)
+
+
+def _cell(mean: float, std: float, runs: int, digits: int, best: bool) -> str:
+    if math.isnan(mean):
+        return "not reached"
+    text = f"{mean:.{digits}f}" if runs == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"**{text}**" if best else text
+
+
+def section3_markdown(table: pd.DataFrame, settings: StatsSettings, spec: TableSpec) -> str:
+    """The paper's layout (Method x AUES, MU95; the best of each in bold) with the p-values and
+    CIs of each localizer against the baseline."""
+    model = ", ".join(dict.fromkeys(table["model"])) or "?"
+    baseline = localizer_label(spec.localizers[0])
+    rows = {(r["localizer"], r["metric"]): r for _, r in table.iterrows()}
+    methods = [m for m in dict.fromkeys(table["localizer"]) if m != THETA_FULL_ROW]
+    best = {metric: max((rows[(m, metric)]["mean"] for m in methods if not math.isnan(rows[(m, metric)]["mean"])),
+                        default=math.nan) for metric in ("AUES", "MU95")}
+    lines = [f"### {spec.title} ({model})", "",
+             f"| Method | AUES (↑) | MU95 (↑) | p AUES | p MU95 | 95% CI AUES (− {baseline}) "
+             f"| 95% CI MU95 (− {baseline}) |",
+             "|---|---|---|---|---|---|---|"]
+    original = rows.get((THETA_FULL_ROW, "MU95"))
+    if original is not None:
+        lines.append(f"| Original | – | {original['mean']:.2f} |  |  |  |  |")
+    for method in methods:
+        aues, mu95 = rows[(method, "AUES")], rows[(method, "MU95")]
+        cells = [_cell(r["mean"], r["std"], r["n_seeds"], d, r["mean"] == best[m])
+                 for r, d, m in ((aues, 3, "AUES"), (mu95, 2, "MU95"))]
+        if method == spec.localizers[0]:
+            tests = ["", "", "", ""]
+        else:
+            tests = [f"{aues['p_value']:.2f}", f"{mu95['p_value']:.2f}",
+                     f"[{aues['ci_low']:.3f}, {aues['ci_high']:.3f}]", f"[{mu95['ci_low']:.2f}, {mu95['ci_high']:.2f}]"]
+        lines.append(f"| {localizer_label(method)} | {' | '.join(cells)} | {' | '.join(tests)} |")
+    n_seeds = rows[(spec.localizers[0], "AUES")]["n_seeds"]
+    lines += [
+        "",
+        f"From θfull, {OBJECTIVES[spec.objective].label} on {spec.ratio:.0%} of the down_proj "
+        f"{'weights' if LOCALIZERS[spec.localizers[0]].granularity == 'elements' else 'value vectors'}. "
+        f"Mean ± std over {n_seeds} mask seeds; a localizer whose mask does not depend on the seed is one run "
+        f"(no ± std), tested against each {baseline} seed. Original: log10 FQ of θfull. p: App. D "
+        f"(AUES paired permutation test; MU95 pooled shuffle test) against {baseline}, {settings.n_resamples} "
+        "resamples. CI: paired bootstrap over seeds. MU95 is log10 FQ where MU first falls to 95% of θfull's.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _register_section3(name: str, title: str, objective: str, ratio: float, localizers: tuple[str, ...]) -> None:
+    def table(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
+        return localizers_vs_baseline(curves, settings, model, TABLES[name])
+
+    TABLES.register(name, needs=SWEEP_COLUMNS, localizers=localizers, scenario=ORIGINAL, objective=objective,
+                    ratio=ratio, title=title, markdown=lambda t, s: section3_markdown(t, s, TABLES[name]),
+                    help=f"{title}: seeds/000 Section 3 (from θfull)")(table)
+
+
+# seeds/000 Table 1 and App. E's Tables 3-5: each changes one thing of Table 1's setting
+_register_section3("table1", "Table 1: localization methods vs Random", "npo", 0.1,
+                   ("random", "activations", "memflex", "wagle"))
+_register_section3("table3", "Table 3: a 5% localization ratio under NPO", "npo", 0.05, ("random", "wagle"))
+_register_section3("table4", "Table 4: RMU at a 10% localization ratio", "rmu", 0.1, ("random", "wagle"))
+_register_section3("table5", "Table 5: individual-weight localization, 80% of the weights", "npo", 0.8,
+                   ("random_weights", "wagle_weights"))

@@ -1,5 +1,6 @@
-"""Table 2 and the figures from hand-made curves whose AUES and MU95 are known."""
+"""Tables 2, 1, 3, 4, 5 and the figures from hand-made curves whose AUES and MU95 are known."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,11 @@ import pytest
 
 from unloc.figures import FIGURES, plot_figure
 from unloc.io import ArtifactError
+from unloc.localizers import LOCALIZERS
+from unloc.objectives import OBJECTIVES
 from unloc.registry import parse_settings
 from unloc.stats import StatsSettings
-from unloc.tables import TABLE2_COLUMNS, TABLES, read_curves, table2, write_table
+from unloc.tables import ORIGINAL, SECTION3_COLUMNS, TABLE2_COLUMNS, TABLES, read_curves, table2, write_table
 
 STATS = {"n_resamples": 500}
 SETTINGS = parse_settings(StatsSettings, STATS, "stats")
@@ -18,12 +21,12 @@ REPORT = Path(__file__).resolve().parents[2] / "workflow" / "report"
 ALPHA = np.linspace(0, 1, 11)
 
 
-def write_curve(root, objective, localizer, seed, rs_level, fq_shift=0.0):
+def write_curve(root, objective, localizer, seed, rs_level, fq_shift=0.0, scenario="injected"):
     """FS from 0 to 1 with RS = rs_level constant (AUES = rs_level); MU falls linearly from 1 to
     0.5, so it reaches 95% of θo's MU at α = 0.1, where log10 FQ = -1 - fq_shift. The labels are
     columns of the curve; the path says nothing (its parts are shuffled on purpose)."""
     path = root / f"s{seed}-{localizer}-{objective}.csv"
-    frame = pd.DataFrame({"scenario": "injected", "objective": objective, "localizer": localizer, "seed": seed,
+    frame = pd.DataFrame({"scenario": scenario, "objective": objective, "localizer": localizer, "seed": seed,
                           "alpha": ALPHA, "fs": ALPHA, "rs": np.full_like(ALPHA, rs_level),
                           "mu": 1 - 0.5 * ALPHA, "log10_fq": -10 * ALPHA - fq_shift})
     frame.to_csv(path, index=False)
@@ -91,3 +94,77 @@ def test_a_curve_without_its_label_columns_is_refused(tmp_path):
     pd.DataFrame({"alpha": ALPHA, "fs": ALPHA}).to_csv(path, index=False)
     with pytest.raises(ArtifactError, match=f"{path}: not a mixing curve .*scenario, objective, localizer, seed"):
         read_curves([str(path)])
+
+
+# --------------------------------------------------------------------------- Section 3 (Tables 1, 3, 4, 5)
+
+
+def section3_curves(root, fq_shift=0.0):
+    """Table 1's sweeps from θfull: Random over seeds 7, 19, 99 (AUES 0.6 ± 0.01), Activations and
+    WAGLE run once (their masks do not depend on the seed; AUES 0.8 and 0.6), MemFlex per seed
+    (AUES 0.5 ± 0.01, MU95 2 lower)."""
+    write = lambda loc, seed, rs, shift=fq_shift: write_curve(root, "npo", loc, seed, rs, shift, ORIGINAL)  # noqa: E731
+    paths = []
+    for seed, jitter in zip((7, 19, 99), (0.0, 0.01, -0.01)):
+        paths += [write("random", seed, 0.6 + jitter), write("memflex", seed, 0.5 + jitter, fq_shift + 2)]
+    return paths + [write("activations", 7, 0.8), write("wagle", 7, 0.6)]
+
+
+def test_every_section3_table_names_registered_runs():
+    section3 = [spec for spec in TABLES.specs() if spec.scenario == ORIGINAL]
+    assert {spec.name for spec in section3} == {"table1", "table3", "table4", "table5"}
+    for spec in section3:
+        assert spec.objective in OBJECTIVES and 0 < spec.ratio <= 1 and spec.title
+        assert all(name in LOCALIZERS for name in spec.localizers)
+        assert LOCALIZERS[spec.localizers[0]].seeded  # the baseline spans the seeds
+        assert (REPORT / f"{spec.name}.rst").is_file()
+    # each of Tables 3-5 changes one thing of Table 1 (App. E.1)
+    assert (TABLES["table3"].ratio, TABLES["table4"].objective, TABLES["table5"].ratio) == (0.05, "rmu", 0.8)
+    assert {LOCALIZERS[n].granularity for n in TABLES["table5"].localizers} == {"elements"}
+
+
+def test_table1_values_from_known_curves(tmp_path):
+    table = TABLES["table1"].fn(read_curves(section3_curves(tmp_path, fq_shift=3.0)), SETTINGS, "tiny")
+    assert list(table.columns) == SECTION3_COLUMNS
+    rows = table.set_index(["localizer", "metric"])
+    assert rows.loc[("original", "MU95"), "mean"] == pytest.approx(-3.0)  # θfull's log10 FQ (α = 0)
+    random, memflex = rows.loc[("random", "AUES")], rows.loc[("memflex", "AUES")]
+    assert (random["mean"], random["std"], random["n_seeds"]) == (pytest.approx(0.6), pytest.approx(0.01), 3)
+    assert math.isnan(random["p_value"])  # the baseline is not tested against itself
+    assert (memflex["mean"], memflex["n_seeds"]) == (pytest.approx(0.5), 3)
+    assert memflex["ci_low"] == pytest.approx(-0.1) and memflex["ci_high"] == pytest.approx(-0.1)  # paired by seed
+    activations = rows.loc[("activations", "AUES")]
+    assert (activations["mean"], activations["n_seeds"]) == (pytest.approx(0.8), 1)
+    assert activations["p_value"] < 0.01
+    # one run compared with each Random seed: 0.8 - (0.6, 0.61, 0.59)
+    assert activations["ci_low"] == pytest.approx(0.19) and activations["ci_high"] == pytest.approx(0.21)
+    assert math.isnan(activations["tost_p"])  # no seed-level spread of its own
+    wagle = rows.loc[("wagle", "AUES")]
+    assert wagle["mean"] == pytest.approx(0.6) and wagle["p_value"] > 0.2  # as good as Random
+    assert rows.loc[("random", "MU95"), "mean"] == pytest.approx(-4.0)  # MU at 95% at α = 0.1: -1 - 3
+    assert rows.loc[("memflex", "MU95"), "mean"] == pytest.approx(-6.0)
+
+
+def test_section3_markdown_prints_the_papers_layout(tmp_path):
+    write_table("table1", STATS, section3_curves(tmp_path, 1.0), "tiny", tmp_path / "t.csv", tmp_path / "t.md")
+    md = (tmp_path / "t.md").read_text()
+    assert "### Table 1: localization methods vs Random (tiny)" in md
+    assert "| Original | – | -1.00 |  |  |  |  |" in md
+    assert "| Random | 0.600 ± 0.010 | **-2.00 ± 0.00** |  |  |  |  |" in md  # best MU95 (tied) in bold
+    assert "| Activations | **0.800** | **-2.00** | 0.00 | 1.00 | [0.190, 0.210] | [0.00, 0.00] |" in md  # one run
+    assert "| MemFlex | 0.500 ± 0.010 | -4.00 ± 0.00 |" in md
+    assert "NPO on 10% of the down_proj value vectors" in md
+    assert "sanity" not in pd.read_csv(tmp_path / "t.csv").columns  # θfull rests on no injection
+
+
+def test_section3_table_refuses_missing_or_duplicate_runs(tmp_path):
+    paths = section3_curves(tmp_path)
+    wagle_again = write_curve(tmp_path, "npo", "wagle", 19, 0.6, scenario=ORIGINAL)
+    with pytest.raises(ArtifactError, match="expected one sweep of wagle"):
+        TABLES["table1"].fn(read_curves([*paths, wagle_again]), SETTINGS, "tiny")
+    no_memflex_19 = [p for p in paths if not p.endswith("s19-memflex-npo.csv")]
+    with pytest.raises(ArtifactError, match=r"no sweep of memflex for the seeds \[19\]"):
+        TABLES["table1"].fn(read_curves(no_memflex_19), SETTINGS, "tiny")
+    injected_only = [write_curve(tmp_path, "npo", "random", 7, 0.6)]
+    with pytest.raises(ArtifactError, match="no sweep of its baseline random"):
+        TABLES["table1"].fn(read_curves(injected_only), SETTINGS, "tiny")

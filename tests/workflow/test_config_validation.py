@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from unloc.config import check_config
 from unloc.registry import ConfigError
+from unloc.tables import ORIGINAL, TABLES
 
 from helpers import REPO, load_config, snakemake, write_config
 
@@ -45,7 +46,11 @@ def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name
     """config.yaml's training values, batch sizes and lengths are the tiny model's: a config of
     another model sets each of them itself, so none is inherited unseen (the objectives' blocks too)."""
     base, own = yaml.safe_load((REPO / "config.yaml").read_text()), yaml.safe_load((REPO / name).read_text())
-    sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in base["unlearn"]["objectives"])]
+    merged = load_config(name)
+    section3 = [t for t in merged["tables"] if TABLES[t].scenario == ORIGINAL]  # their LRs
+    figure_objectives = [s.objective for s in check_config(merged).figure_settings.values()]  # Figure 1's
+    sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives]),
+                *(f"original.{t}" for t in section3)]
     tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
     missing = sorted(tiny - leaves(own))
     assert not missing, f"{name} inherits the tiny model's {', '.join(missing)}"
@@ -60,7 +65,8 @@ def test_shipped_configs_hold_only_what_differs_from_their_defaults():
             continue
         own = yaml.safe_load((REPO / name).read_text())
         for leaf in sorted(leaves(own)):
-            if any(leaf == s or leaf.startswith(f"{s}.") for s in TINY_CALIBRATED) or leaf.startswith("unlearn."):
+            if any(leaf == s or leaf.startswith(f"{s}.") for s in TINY_CALIBRATED) or \
+                    leaf.startswith(("unlearn.", "original.table")):
                 continue  # restated on purpose: see the test above
             value, default = own, base
             for part in leaf.split("."):
@@ -78,6 +84,7 @@ def test_shipped_configs_hold_only_what_differs_from_their_defaults():
     (lambda c: c["data"]["tofu"].update(utility_items=0), "['data']['tofu']['utility_items']",
      "0 is less than the minimum of 1"),
     (lambda c: c["unlearn"].update(objectives="npo"), "['unlearn']['objectives']", "'npo' is not of type 'array'"),
+    (lambda c: c["original"].update(seeds=[7, 7]), "['original']['seeds']", "has non-unique elements"),
 ])
 def test_bad_structure_fails_the_schema_naming_the_key(mutate, key, message):
     config = load_config()
@@ -87,6 +94,18 @@ def test_bad_structure_fails_the_schema_naming_the_key(mutate, key, message):
     text = str(err.value)
     assert message in text
     assert f"On instance{key}" in text or f"On instance['{key}']" in text
+
+
+def with_figure1(config: dict) -> dict:
+    """``config`` building Figure 1; returns its (new) ``figure1`` block."""
+    config["figures"] = [*config["figures"], "figure1"]
+    return config.setdefault("figure1", {})
+
+
+def section3(config: dict) -> dict:
+    """``config`` building every Section 3 table; returns its ``original`` section."""
+    config["tables"] = [*config["tables"], *(s.name for s in TABLES.specs() if s.scenario == ORIGINAL)]
+    return config["original"]
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -117,6 +136,29 @@ def test_bad_structure_fails_the_schema_naming_the_key(mutate, key, message):
     (lambda c: c["unlearn"].update(localizers=["oracle"]), "tables: table2 compares oracle, random, but"),
     (lambda c: c.update(tables=["tabel2"]), "tables[0]: unknown table 'tabel2'; did you mean 'table2'?"),
     (lambda c: c["stats"].update(tost_margin={"aues": 0}), "stats.tost_margin.aues: 0.0 must be greater than 0"),
+    (lambda c: c["masks"].update(memflex={"sigma": 1e-4}),
+     "masks.memflex: memflex scores θfull for seeds/000 Section 3, whose localizers take their settings from "
+     "original.masks.memflex"),
+    (lambda c: c["unlearn"].update(localizers=["oracle", "random", "wagle"]),
+     "unlearn.localizers[2]: wagle scores θfull (seeds/000 Section 3)"),
+    (lambda c: c["original"].update(tabel3={"lr": {}}), "original.tabel3: unknown key; did you mean 'table3'?"),
+    (lambda c: c["original"]["masks"].update(memflx={}), "original.masks.memflx: unknown key; did you mean 'memflex'?"),
+    (lambda c: c["original"]["masks"].update(wagle={"gama": 1}), "original.masks.wagle.gama: unknown setting"),
+    # the quick config builds no Section 3 table in `all`: these list one, whose block is then checked
+    (lambda c: section3(c)["table1"]["lr"].pop("memflex"), "original.table1.lr.memflex: required setting missing"),
+    (lambda c: section3(c)["table3"]["lr"].update(memflex=1e-3), "original.table3.lr.memflex: table3 compares "
+                                                                 "random, wagle only"),
+    (lambda c: section3(c)["table4"]["lr"].update(wagle="high"),
+     "original.table4.lr.wagle: expected a positive number, got 'high'"),
+    (lambda c: section3(c).update(table5={"learning_rate": 1}), "original.table5: expected {lr: {localizer: "),
+    (lambda c: section3(c) and c["unlearn"]["rmu"].update(layr=2), "unlearn.rmu.layr: unknown setting"),
+    (lambda c: with_figure1(c).update(seed=8), "figure1.seed: 8 is not one of masks.seeds [7, 19]"),
+    (lambda c: with_figure1(c).update(random_seeds=[7, 7]), "figure1: random_seeds [7, 7]: expected distinct seeds"),
+    (lambda c: (with_figure1(c), c["unlearn"].pop("l2_mlp")),
+     "unlearn.l2_mlp: figure1 unlearns with l2_mlp, which has no block"),
+    (lambda c: c.update(figure1={"sed": 7}), "figure1.sed: unknown setting; did you mean 'seed'?"),
+    (lambda c: c["unlearn"].update(objectives=["npo", "l2_mlp"]),
+     "unlearn.objectives[1]: l2_mlp matches θr's activations; its Oracle-vs-Random runs are Figure 1's"),
 ])
 def test_bad_settings_fail_the_registry_check_naming_the_key(mutate, message):
     config = load_config()
@@ -125,6 +167,21 @@ def test_bad_settings_fail_the_registry_check_naming_the_key(mutate, message):
     with pytest.raises(ConfigError) as err:
         check_config(config)
     assert message in str(err.value)
+
+
+def test_a_section3_table_runs_each_localizer_on_the_seeds_its_mask_depends_on():
+    original = check_config(load_config("config.yaml")).original
+    assert original.seeds == (7, 19, 99)
+    runs = {key: run.seeds for key, run in original.runs.items()}
+    assert runs[("table1", "random")] == runs[("table1", "memflex")] == (7, 19, 99)
+    assert runs[("table1", "activations")] == runs[("table1", "wagle")] == runs[("table5", "wagle_weights")] == (7,)
+    run = original.runs[("table4", "wagle")]
+    assert (run.ratio, run.objective.objective.spec.name) == (0.1, "rmu")
+    assert run.objective.objective.settings.layer == 2  # the objective's own settings: unlearn.rmu's
+    assert original.localizers["random"].outside is None  # Section 3's Random: over all value vectors
+    # Tables 1 and 4 share their 10% masks: one per (localizer, ratio, seed)
+    masks = original.masks()
+    assert len(masks) == len(set(masks)) and ("wagle", 0.1, 7) in masks and ("wagle", 0.05, 7) in masks
 
 
 @pytest.mark.parametrize("mutate,message", [

@@ -30,7 +30,7 @@ def test_tiny_jobs_are_cpu_jobs_and_cheap_rules_are_local(tmp_path):
     rules_text = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     local = {name for block in re.findall(r"^localrules:\n((?:    \w+,\n)+)", rules_text, re.M)
              for name in re.findall(r"\w+", block)}
-    assert local == {"prepare_data", "localize", "sanity", "table", "figure"}
+    assert local == {"prepare_data", "localize", "localize_original", "localize_figure1", "sanity", "table", "figure"}
     for rule in ("pretrain", "finetune", "inject_forget", "unlearn", "es", "reference_stats", "score_point",
                  "mix_eval"):
         assert "gpu=0" in jobs[rule][0], rule
@@ -49,8 +49,14 @@ def test_8b_fine_tuning_runs_fsdp_on_four_gpus_and_masked_stages_on_one(tmp_path
 
 
 def test_unlearning_run_and_its_sweep_are_one_cluster_job():
-    text = (REPO / "workflow/rules/unlearn.smk").read_text() + (REPO / "workflow/rules/evaluate.smk").read_text()
-    assert text.count('group:\n        "sweep"') == 2
+    """Every rule of the unlearn and mix_eval stages (Section 4's, Section 3's, Figure 1's) is in
+    the group `sweep`, so a run and its sweep are one submission."""
+    text = "\n".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    blocks = dict(re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S))
+    runs = {name for name in blocks if name.split("_")[0] == "unlearn" or name.startswith("mix_eval")}
+    assert {"unlearn", "mix_eval", "unlearn_original", "mix_eval_original", "unlearn_figure1",
+            "mix_eval_figure1"} <= runs
+    assert all('group:\n        "sweep"' in blocks[name] for name in runs)
 
 
 def test_conda_environment_and_pip_lock_pin_the_same_packages():

@@ -1,62 +1,124 @@
-"""The attribution localizers (seeds/000 Section 3) through the workflow: on a copy of the quick
-build, each mask of Activations, MemFlex and WAGLE is scored on θfull, nothing already built
-reruns, and a changed setting of one localizer reruns that localizer alone."""
+"""seeds/000 Section 3 through the workflow, on a copy of the quick build: θfull, every mask of
+Tables 1, 3, 4 and 5 (the attribution localizers scored on θfull, Random drawn over all value
+vectors or weights), their unlearning runs from θfull and sweeps, and the four tables; nothing
+of Section 4 reruns, and one changed value reruns exactly what depends on it."""
 
 import copy
 import shutil
 
+import pandas as pd
 import pytest
 
 from unloc.localizers import LOCALIZERS
 from unloc.masks import load_mask, n_selected
+from unloc.tables import ORIGINAL, TABLES
 
 from helpers import planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-SCORING = [spec.name for spec in LOCALIZERS.specs() if spec.reads_weights]
+SECTION3 = [spec.name for spec in TABLES.specs() if spec.scenario == ORIGINAL]
+SEEDS = [7, 19]
+M = "results/quick/original/masks"
 
 
 @pytest.fixture(scope="module")
-def scored(quick_build, tmp_path_factory):
-    """The quick build copied (mtimes and Snakemake's records kept), with θfull fine-tuned for 2
-    epochs instead of 30 (the localizers' plumbing is under test, not θfull's quality)."""
+def section3(quick_build, tmp_path_factory):
+    """The quick build copied (mtimes and Snakemake's records kept) and its Section 3 tables built,
+    with θfull fine-tuned for 2 epochs instead of 30 (the plumbing is under test, not θfull's
+    quality)."""
     built, config = quick_build
-    workdir = tmp_path_factory.mktemp("scored") / "work"
+    workdir = tmp_path_factory.mktemp("section3") / "work"
     shutil.copytree(built, workdir, symlinks=True)
     config = copy.deepcopy(config)
     config["finetune_full"]["epochs"] = 2
+    config["tables"] = [*config["tables"], *SECTION3]
     write_config(workdir, config)
-    targets = [f"results/quick/masks/{name}/s7/mask.safetensors" for name in SCORING]
-    planned = planned_jobs(workdir, *targets)
-    snakemake(workdir, "--cores", "2", *targets)
-    return workdir, config, targets, planned
+    planned = planned_jobs(workdir, *SECTION3)
+    snakemake(workdir, "--cores", "2", *SECTION3)
+    return workdir, config, planned
 
 
-def test_the_masks_are_scored_on_theta_full_and_nothing_built_reruns(scored):
-    workdir, _, targets, planned = scored
-    assert planned == {"finetune[which=full]"} | {f"localize_scored[localizer={name}, seed=7]" for name in SCORING}
-    for name in SCORING:
-        mask = load_mask(workdir / f"results/quick/masks/{name}/s7/mask.safetensors")
+def runs_of(table):
+    """(localizer, seed) of every run a Section 3 table rests on in the quick config."""
+    return {(name, seed) for name in TABLES[table].localizers
+            for seed in (SEEDS if LOCALIZERS[name].seeded else SEEDS[:1])}
+
+
+def test_section3_runs_from_theta_full_and_leaves_section4_alone(section3):
+    workdir, _, planned = section3
+    runs = {f"{rule}[table={t}, localizer={name}, seed={seed}]" for t in SECTION3 for name, seed in runs_of(t)
+            for rule in ("unlearn_original", "mix_eval_original")}
+    assert runs <= planned
+    assert {"finetune[which=full]", "score_point_full[]"} <= planned
+    assert not {job for job in planned if job.split("[")[0] in ("inject_forget", "unlearn", "mix_eval", "pretrain")}
+    # Tables 1 and 4 share their 10% masks; a deterministic localizer is scored once
+    scored = {job for job in planned if job.startswith("localize_scored")}
+    assert scored == {"localize_scored[localizer=activations, ratio=0.1, seed=7]",
+                      "localize_scored[localizer=wagle, ratio=0.1, seed=7]",
+                      "localize_scored[localizer=wagle, ratio=0.05, seed=7]",
+                      "localize_scored[localizer=wagle_weights, ratio=0.8, seed=7]",
+                      *(f"localize_scored[localizer=memflex, ratio=0.1, seed={s}]" for s in SEEDS)}
+    assert planned_jobs(workdir, *SECTION3) == set()
+    assert planned_jobs(workdir) == set(), "rule all asks for nothing more"
+
+
+def test_section3_masks_are_of_theta_full_and_of_the_tables_ratio(section3):
+    workdir = section3[0]
+    for name in ("activations", "memflex", "wagle"):
+        mask = load_mask(workdir / f"{M}/{name}/p0.1/s7/mask.safetensors")
         assert mask.metadata["source_model"] == "results/quick/theta_full", name
-        assert mask.count() <= n_selected(mask.size(), 0.1) and mask.count() > 0, name
-        assert (workdir / f"results/quick/masks/{name}/s7/scores.safetensors").is_file()
-    assert planned_jobs(workdir, *targets) == set()
-    assert planned_jobs(workdir) == set(), "the quick build's own artifacts are untouched"
+        assert 0 < mask.count() <= n_selected(mask.size(), 0.1), name
+        assert (workdir / f"{M}/{name}/p0.1/s7/scores.safetensors").is_file()
+    random = load_mask(workdir / f"{M}/random/p0.05/s7/mask.safetensors")
+    assert random.count() == n_selected(random.size(), 0.05) and random.metadata["method"] == "random"
+    for name in ("random_weights", "wagle_weights"):
+        mask = load_mask(workdir / f"{M}/{name}/p0.8/s7/mask.safetensors")
+        assert mask.granularity == "elements" and mask.count() == n_selected(mask.size(), 0.8), name
 
 
-def test_a_changed_localizer_setting_reruns_that_localizer_alone(scored):
-    workdir, config, targets, _ = scored
+def test_every_section3_table_has_its_methods_and_theta_full(section3):
+    workdir = section3[0]
+    for name in SECTION3:
+        table = pd.read_csv(workdir / f"results/quick/tables/{name}.csv")
+        assert list(dict.fromkeys(table["localizer"])) == ["original", *TABLES[name].localizers], name
+        assert (table["objective"] == TABLES[name].objective).all() and (table["ratio"] == TABLES[name].ratio).all()
+        n_seeds = {loc: n for loc, n in zip(table["localizer"], table["n_seeds"])}
+        assert n_seeds == {"original": 1, **{loc: len(SEEDS) if LOCALIZERS[loc].seeded else 1
+                                             for loc in TABLES[name].localizers}}, name
+        assert table[table["metric"] == "AUES"]["mean"].between(0, 1).all(), name
+        md = (workdir / f"results/quick/tables/{name}.md").read_text()
+        assert md.startswith(f"### {TABLES[name].title} (quick)") and "| Original | – |" in md
+    curve = pd.read_csv(workdir / "results/quick/original/mix/table4/wagle/s7/curve.csv")
+    assert set(curve["scenario"]) == {ORIGINAL} and set(curve["objective"]) == {"rmu"}
+
+
+def test_a_changed_lr_reruns_that_run_and_its_table_alone(section3):
+    workdir, config, _ = section3
     changed = copy.deepcopy(config)
-    changed["masks"]["memflex"] = {"draws": 2}
+    changed["original"]["table4"]["lr"]["wagle"] *= 2
     path = write_config(workdir, changed, name="changed.yaml")
     # (`--` ends --configfile's list, which would take the targets for more config files)
-    rerun = planned_jobs(workdir, "--configfile", str(path), "--", *targets)
-    assert rerun == {"localize_scored[localizer=memflex, seed=7]"}
+    rerun = planned_jobs(workdir, "--configfile", str(path), "--", *SECTION3)
+    assert rerun == {"unlearn_original[table=table4, localizer=wagle, seed=7]",
+                     "mix_eval_original[table=table4, localizer=wagle, seed=7]", "table[table=table4]", "table4[]"}
 
 
-def test_a_scoring_localizer_is_refused_for_the_runs_that_unlearn_theta_o(scored):
-    workdir, config, _, _ = scored
+def test_a_changed_localizer_setting_reruns_that_localizer_and_its_runs(section3):
+    workdir, config, _ = section3
+    changed = copy.deepcopy(config)
+    changed["original"]["masks"] = {**changed["original"]["masks"], "memflex": {"draws": 2}}
+    path = write_config(workdir, changed, name="changed.yaml")
+    rerun = planned_jobs(workdir, "--configfile", str(path), "--", *SECTION3)
+    assert rerun == {*(f"{rule}[localizer=memflex, ratio=0.1, seed={s}]" for rule in ("localize_scored",)
+                       for s in SEEDS),
+                     *(f"{rule}[table=table1, localizer=memflex, seed={s}]"
+                       for rule in ("unlearn_original", "mix_eval_original") for s in SEEDS),
+                     "table[table=table1]", "table1[]"}
+
+
+def test_a_scoring_localizer_is_refused_for_the_runs_that_unlearn_theta_o(section3):
+    workdir, config, _ = section3
     changed = copy.deepcopy(config)
     changed["unlearn"]["localizers"] = ["oracle", "wagle"]
     path = write_config(workdir, changed, name="refused.yaml")

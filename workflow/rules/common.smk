@@ -26,7 +26,7 @@ from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import ConfigError, to_dict
 from unloc.stages import STAGES, read_params
-from unloc.tables import TABLES
+from unloc.tables import ORIGINAL, TABLES
 
 try:
     EXPERIMENT = check_config(config)
@@ -58,8 +58,43 @@ def mask_path(localizer, seed):
     return f"{R}/masks/{localizer}/s{seed}/mask.safetensors"
 
 
-def scores_path(localizer, seed):
-    return f"{R}/masks/{localizer}/s{seed}/scores.safetensors"
+# seeds/000 Section 3 ("original": unlearning θfull): its masks, one per localizer, ratio and seed,
+# its unlearning runs and sweeps, one per table, localizer and seed, and θfull's own point (α = 0)
+ORIGINAL_DIR = f"{R}/original"
+ORIGINAL_MASK_DIR = f"{ORIGINAL_DIR}/masks/{{localizer}}/p{{ratio}}/s{{seed}}"
+ORIGINAL_UNLEARN = f"{ORIGINAL_DIR}/unlearn/{{table}}/{{localizer}}/s{{seed}}"
+ORIGINAL_CURVE = f"{ORIGINAL_DIR}/mix/{{table}}/{{localizer}}/s{{seed}}/curve.csv"
+THETA_FULL_POINT = f"{ORIGINAL_DIR}/mix/theta_full/point.csv"
+
+
+def ratio_tag(ratio):
+    """A mask ratio as its directory name writes it (p0.1, p0.05, p0.8)."""
+    return f"{float(ratio):g}"
+
+
+def original_mask(localizer, ratio, seed):
+    return f"{ORIGINAL_DIR}/masks/{localizer}/p{ratio_tag(ratio)}/s{seed}/mask.safetensors"
+
+
+ORIGINAL_RUNS = [dict(table=run.table, localizer=run.localizer, seed=seed)
+                 for run in EXPERIMENT.original.runs.values() for seed in run.seeds]
+ORIGINAL_MASKS = [original_mask(*key) for key in EXPERIMENT.original.masks()]
+
+
+def original_curves(table):
+    return [ORIGINAL_CURVE.format(**run) for run in ORIGINAL_RUNS if run["table"] == table]
+
+
+# seeds/000 Figure 1: θo of one seed unlearned (L2 MLP matching) in its V_tgt and in Random A/B/C,
+# regions drawn outside that V_tgt with their own seeds
+FIGURE1 = EXPERIMENT.figure_settings.get("figure1")
+FIGURE1_DIR = f"{R}/figure1"
+FIGURE1_MASK = f"{FIGURE1_DIR}/masks/random/s{{seed}}/mask.safetensors"
+FIGURE1_UNLEARN = f"{FIGURE1_DIR}/unlearn/{{localizer}}/s{{seed}}"
+FIGURE1_CURVE = f"{FIGURE1_DIR}/mix/{{localizer}}/s{{seed}}/curve.csv"
+FIGURE1_RUNS = [] if FIGURE1 is None else [
+    dict(localizer="oracle", seed=FIGURE1.seed), *(dict(localizer="random", seed=s) for s in FIGURE1.random_seeds)]
+FIGURE1_CURVES = [FIGURE1_CURVE.format(**run) for run in FIGURE1_RUNS]
 
 
 # Every artifact of the configured experiment: `rule all` asks for all of them, so a plain rerun
@@ -73,12 +108,20 @@ FINAL_ARTIFACTS = [
     *expand(THETA_O_POINT, seed=SEEDS),
     *expand(mask_path("{localizer}", "{seed}"), localizer=list(EXPERIMENT.localizers), seed=SEEDS),
     REFERENCE,
+    *ORIGINAL_MASKS,
+    *(f"{ORIGINAL_UNLEARN}/delta.safetensors".format(**run) for run in ORIGINAL_RUNS),
+    *(ORIGINAL_CURVE.format(**run) for run in ORIGINAL_RUNS),
+    *([THETA_FULL_POINT] if ORIGINAL_RUNS else []),
+    *(FIGURE1_MASK.format(seed=run["seed"]) for run in FIGURE1_RUNS if run["localizer"] == "random"),
+    *(f"{FIGURE1_UNLEARN}/delta.safetensors".format(**run) for run in FIGURE1_RUNS),
+    *FIGURE1_CURVES,
 ]
 
 
 # Wildcards take exactly the registered names (a path with another name matches no rule).
 wildcard_constraints:
     seed=r"\d+",
+    ratio=r"0\.\d+|1",
     objective=OBJECTIVES.pattern(),
     localizer=LOCALIZERS.pattern(),
     table=TABLES.pattern(),
@@ -152,22 +195,33 @@ def finetune_params(w):
 
 
 def localize_inputs(w):
-    """The model localized in (θp's shapes for a uniform region; θfull, seeds/000 Section 3's
-    original model, for a localizer that scores one) and the masks of the same seed it reads."""
+    """Section 4's uniform regions: θp's shapes, and the masks of the same seed they read."""
+    reads = LOCALIZERS[w.localizer].masks(EXPERIMENT.localizer_settings[w.localizer])
+    return {"model": f"{R}/theta_p", **{f"mask_{name}": mask_path(name, w.seed) for name in reads}}
+
+
+def original_localize_inputs(w):
+    """A Section 3 mask: the model localized in (θfull, for a localizer that scores one; else θp's
+    shapes) and the masks of the same ratio and seed it reads."""
     spec = LOCALIZERS[w.localizer]
-    reads = spec.masks(EXPERIMENT.localizer_settings[w.localizer])
+    reads = spec.masks(EXPERIMENT.original.localizers[w.localizer])
     model = f"{R}/theta_full" if spec.reads_weights else f"{R}/theta_p"
-    return {"model": model, **{f"mask_{name}": mask_path(name, w.seed) for name in reads}}
+    return {"model": model, **{f"mask_{name}": original_mask(name, w.ratio, w.seed) for name in reads}}
+
+
+def _localize_params(localizer, settings, ratio, seed):
+    """The localizer's settings block, the ratio and the seed; how records become tokens only for
+    a localizer that scores examples."""
+    qa = qa_slice() if LOCALIZERS[localizer].roles else {}
+    return stage_params("localize", localizer=localizer, settings=to_dict(settings), ratio=ratio, seed=int(seed), **qa)
 
 
 def localize_params(w):
-    """The localizer's settings block, the ratio and the seed; how records become tokens only for
-    a localizer that scores examples."""
-    spec = LOCALIZERS[w.localizer]
-    settings = to_dict(EXPERIMENT.localizer_settings[w.localizer])
-    qa = qa_slice() if spec.roles else {}
-    return stage_params("localize", localizer=w.localizer, settings=settings, ratio=config["masks"]["ratio"],
-                        seed=int(w.seed), **qa)
+    return _localize_params(w.localizer, EXPERIMENT.localizer_settings[w.localizer], config["masks"]["ratio"], w.seed)
+
+
+def original_localize_params(w):
+    return _localize_params(w.localizer, EXPERIMENT.original.localizers[w.localizer], float(w.ratio), w.seed)
 
 
 def localize_mask_args(w, input):
@@ -175,15 +229,56 @@ def localize_mask_args(w, input):
                     if key.startswith("mask_"))
 
 
+def _unlearn_params(objective, run, scenario):
+    return stage_params(
+        "unlearn", objective=objective, block=run.to_dict(), train=to_dict(EXPERIMENT.unlearn_train),
+        eval_batch_size=config["unlearn"]["eval_batch_size"], scenario=scenario, seed=config["seed"], **qa_slice(),
+    )
+
+
 def unlearn_params(w):
     """Only this objective's block: changing unlearn.npo.lr reruns the NPO jobs alone."""
     if w.objective not in EXPERIMENT.objectives:
         raise WorkflowError(f"unlearn.{w.objective}: no config block for objective {w.objective} (at least its lr)")
-    return stage_params(
-        "unlearn", objective=w.objective, block=EXPERIMENT.objectives[w.objective].to_dict(),
-        train=to_dict(EXPERIMENT.unlearn_train), eval_batch_size=config["unlearn"]["eval_batch_size"],
-        scenario="injected", seed=config["seed"], **qa_slice(),
-    )
+    return _unlearn_params(w.objective, EXPERIMENT.objectives[w.objective], "injected")
+
+
+def original_unlearn_params(w):
+    """A Section 3 run: its table's objective at the LR of original.<table>.lr.<localizer>."""
+    run = EXPERIMENT.original.runs[(w.table, w.localizer)]
+    return _unlearn_params(TABLES[w.table].objective, run.objective, ORIGINAL)
+
+
+def original_unlearn_mask(w):
+    return original_mask(w.localizer, TABLES[w.table].ratio, w.seed)
+
+
+def table_inputs(w):
+    """A Section 3 table reads its own sweeps from θfull; a Section 4 table every sweep from θo and
+    the sanity verdict of the injection they rest on."""
+    if TABLES[w.table].scenario == ORIGINAL:
+        return {"curves": original_curves(w.table)}
+    return {"curves": CURVES, "sanity": SANITY}
+
+
+def figure_curves(w):
+    """Figure 1 plots its own runs' sweeps; the other figures every Section 4 sweep."""
+    return FIGURE1_CURVES if FIGURES[w.figure].runs == "own" else CURVES
+
+
+def figure1_localize_params(w):
+    """Figure 1's Random regions: Section 4's random localizer, drawn with their own seed outside
+    the V_tgt of θo's seed."""
+    return _localize_params("random", EXPERIMENT.localizer_settings["random"], config["masks"]["ratio"], w.seed)
+
+
+def figure1_unlearn_params(w):
+    objective = FIGURE1.objective
+    return _unlearn_params(objective, EXPERIMENT.objectives[objective], "injected")
+
+
+def figure1_unlearn_mask(w):
+    return mask_path("oracle", w.seed) if w.localizer == "oracle" else FIGURE1_MASK.format(seed=w.seed)
 
 
 def mix_params(stage):

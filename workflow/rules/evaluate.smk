@@ -107,3 +107,52 @@ rule mix_eval:
         f"{LOGS}/mix_eval_{{objective}}_{{localizer}}_s{{seed}}.log",
     shell:
         command("mix_eval", "--model {input.theta_u} --reference {input.reference} --origin {input.origin} --out {output}")
+
+
+rule score_point_full:
+    """θfull's row of every curve metric (α = 0), once for all of Section 3's sweeps."""
+    input:
+        theta_full=f"{R}/theta_full",
+        reference=REFERENCE,
+        data=DATA_FILES,
+    output:
+        THETA_FULL_POINT,
+    params:
+        p=mix_params("score_point"),
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/original/score_point_theta_full.log",
+    shell:
+        command("score_point", "--model {input.theta_full} --reference {input.reference} --out {output}")
+
+
+rule mix_eval_original:
+    """A Section 3 mixing sweep θ(α) = (1-α)θfull + αθu:
+    results/{name}/original/mix/{table}/{localizer}/s{seed}/curve.csv."""
+    input:
+        theta_u=f"{ORIGINAL_UNLEARN}/delta.safetensors",
+        theta_full=f"{R}/theta_full",
+        reference=REFERENCE,
+        origin=THETA_FULL_POINT,
+        data=DATA_FILES,
+    output:
+        ORIGINAL_CURVE,
+    wildcard_constraints:
+        table=TABLES.pattern(lambda spec: spec.scenario == ORIGINAL),
+    params:
+        p=mix_params("mix_eval"),
+    group:
+        "sweep"
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/original/mix_eval_{{table}}_{{localizer}}_s{{seed}}.log",
+    shell:
+        command("mix_eval", "--model {input.theta_u} --reference {input.reference} --origin {input.origin} --out {output}")

@@ -2,6 +2,7 @@
 # cluster job. The localizers that score a model (localize_scored) are model jobs.
 localrules:
     localize,
+    localize_original,
 
 
 rule localize:
@@ -24,19 +25,40 @@ rule localize:
         command("localize", "--model {input.model} {params.masks} --out {output}", threads=False)
 
 
-rule localize_scored:
-    """An attribution localizer's mask and scores for one seed, scored on θfull (seeds/000
-    Section 3: Activations, MemFlex, WAGLE): masks/{localizer}/s{seed}/{mask,scores}.safetensors."""
+rule localize_original:
+    """A uniform region of seeds/000 Section 3 (Random over all value vectors, or over all single
+    weights) for one ratio and seed: results/{name}/original/masks/{localizer}/p{ratio}/s{seed}/."""
     input:
-        unpack(localize_inputs),
+        unpack(original_localize_inputs),
+    output:
+        f"{ORIGINAL_MASK_DIR}/mask.safetensors",
+    wildcard_constraints:
+        localizer=LOCALIZERS.pattern(lambda spec: not spec.reads_weights),
+    params:
+        p=original_localize_params,
+        masks=localize_mask_args,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/original/localize_{{localizer}}_p{{ratio}}_s{{seed}}.log",
+    shell:
+        command("localize", "--model {input.model} {params.masks} --out {output}", threads=False)
+
+
+rule localize_scored:
+    """An attribution localizer's mask and scores for one ratio and seed, scored on θfull
+    (seeds/000 Section 3: Activations, MemFlex, WAGLE):
+    results/{name}/original/masks/{localizer}/p{ratio}/s{seed}/{mask,scores}.safetensors."""
+    input:
+        unpack(original_localize_inputs),
         data=DATA_FILES,
     output:
-        mask=mask_path("{localizer}", "{seed}"),
-        scores=scores_path("{localizer}", "{seed}"),
+        mask=f"{ORIGINAL_MASK_DIR}/mask.safetensors",
+        scores=f"{ORIGINAL_MASK_DIR}/scores.safetensors",
     wildcard_constraints:
         localizer=LOCALIZERS.pattern(lambda spec: spec.reads_weights),
     params:
-        p=localize_params,
+        p=original_localize_params,
         masks=localize_mask_args,
     threads: threads_of("localize")
     resources:
@@ -44,6 +66,6 @@ rule localize_scored:
     conda:
         CONDA_ENV
     log:
-        f"{LOGS}/localize_{{localizer}}_s{{seed}}.log",
+        f"{LOGS}/original/localize_{{localizer}}_p{{ratio}}_s{{seed}}.log",
     shell:
         command("localize", "--model {input.model} {params.masks} --out {output.mask} --scores {output.scores}")

@@ -8,29 +8,29 @@ localrules:
 
 
 rule table:
-    """One registered table (src/unloc/tables.py) from the experiment's mixing curves."""
+    """One registered table (src/unloc/tables.py) from its mixing curves."""
     input:
-        curves=CURVES,
-        sanity=SANITY,
+        unpack(table_inputs),
     output:
         csv=report(f"{R}/tables/{{table}}.csv", caption="../report/{table}.rst", category="Tables"),
         md=f"{R}/tables/{{table}}.md",
     params:
         p=lambda w: stage_params("table", table=w.table, stats=to_dict(EXPERIMENT.stats)),
         name=config["name"],
+        sanity=lambda w, input: f"--sanity {input.sanity}" if "sanity" in input.keys() else "",
     conda:
         CONDA_ENV
     log:
         f"{LOGS}/table_{{table}}.log",
     shell:
-        command("table", "--name {params.name} --out-csv {output.csv} --out-md {output.md} --sanity {input.sanity}"
+        command("table", "--name {params.name} --out-csv {output.csv} --out-md {output.md} {params.sanity}"
                 " {input.curves}", threads=False)
 
 
 rule figure:
-    """One registered figure (src/unloc/figures.py) from the experiment's mixing curves."""
+    """One registered figure (src/unloc/figures.py) from its mixing curves."""
     input:
-        curves=CURVES,
+        curves=figure_curves,
         sanity=SANITY,
     output:
         png=report(f"{R}/figures/{{figure}}.png", caption="../report/{figure}.rst", category="Figures"),
