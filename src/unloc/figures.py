@@ -136,7 +136,7 @@ def draw_figure1(curves, model: str):
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower left")  # where an RS-FS curve starts (high RS, low FS) it is empty
     objective = objective_label(curves[0].objective) if curves else "?"
     fig.suptitle(f"{model}: Oracle vs Random, unlearned by {objective} (Figure 1)", fontsize=10)
     return fig

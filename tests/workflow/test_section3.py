@@ -125,3 +125,12 @@ def test_a_scoring_localizer_is_refused_for_the_runs_that_unlearn_theta_o(sectio
     proc = snakemake(workdir, "-n", "--configfile", str(path), check=False)
     assert proc.returncode != 0
     assert "unlearn.localizers[1]: wagle scores θfull (seeds/000 Section 3)" in proc.stdout + proc.stderr
+
+
+def test_the_report_holds_every_table_with_its_caption(section3):
+    workdir = section3[0]
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text()
+    for n in (1, 2, 3, 4, 5):
+        assert f"Table {n} of the paper on this run" in html, n
+    assert "snakemake.params.caption" not in html  # rendered, not the template

@@ -266,6 +266,13 @@ def figure_curves(w):
     return FIGURE1_CURVES if FIGURES[w.figure].runs == "own" else CURVES
 
 
+def report_caption(name):
+    """The report caption of a table or figure, workflow/report/<name>.rst (the rules' one caption
+    file renders it: a caption's path cannot hold a wildcard)."""
+    with open(os.path.join(workflow.basedir, "workflow", "report", f"{name}.rst")) as f:
+        return f.read()
+
+
 def figure1_localize_params(w):
     """Figure 1's Random regions: Section 4's random localizer, drawn with their own seed outside
     the V_tgt of θo's seed."""

@@ -12,11 +12,12 @@ rule table:
     input:
         unpack(table_inputs),
     output:
-        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/{table}.rst", category="Tables"),
+        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{R}/tables/{{table}}.md",
     params:
         p=lambda w: stage_params("table", table=w.table, stats=to_dict(EXPERIMENT.stats)),
         name=config["name"],
+        caption=lambda w: report_caption(w.table),
         sanity=lambda w, input: f"--sanity {input.sanity}" if "sanity" in input.keys() else "",
     conda:
         CONDA_ENV
@@ -33,11 +34,12 @@ rule figure:
         curves=figure_curves,
         sanity=SANITY,
     output:
-        png=report(f"{R}/figures/{{figure}}.png", caption="../report/{figure}.rst", category="Figures"),
+        png=report(f"{R}/figures/{{figure}}.png", caption="../report/figure.rst", category="Figures"),
         pdf=f"{R}/figures/{{figure}}.pdf",
     params:
         p=lambda w: stage_params("figure", figure=w.figure),
         name=config["name"],
+        caption=lambda w: report_caption(w.figure),
     conda:
         CONDA_ENV
     log:
