@@ -68,4 +68,4 @@ def test_a_changed_figure1_lr_reruns_its_runs_alone(figure1):
     rerun = planned_jobs(workdir, "--configfile", str(path), "--", "all")
     runs = [("oracle", 7), *(("random", s) for s in RANDOM_SEEDS)]
     assert rerun == {*(f"{rule}[localizer={loc}, seed={s}]" for loc, s in runs
-                       for rule in ("unlearn_figure1", "mix_eval_figure1")), "figure[figure=figure1]"}
+                       for rule in ("unlearn_figure1", "mix_eval_figure1")), "figure[figure=figure1]", "all[]"}
