@@ -6,12 +6,9 @@ import json
 
 import pytest
 
-from unloc.data import ROLES, SOURCES, build_dataset, lume
+from unloc.data import PERTURBED_KEYS, PROBE_KEYS, QA_KEYS, ROLES, SOURCES, build_dataset, lume
 from unloc.io import ArtifactError
 
-QA_KEYS = {"question", "answer"}
-PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
-PROBE_KEYS = {"question", "answer", "perturbed_answer"}
 MINITOFU = {"corpus_docs": 30}  # the stand-in world, small
 
 PHONES = {"Ada Brook": "555-201-0001", "Ben Coll": "555-201-0002", "Cy Dunn": "555-201-0003",

@@ -11,14 +11,21 @@ from collections import Counter
 
 import pytest
 
-from unloc.data import ROLES, SOURCES, build_dataset, load_role, minitofu, write_dataset
+from unloc.data import (
+    PERTURBED_KEYS,
+    PROBE_KEYS,
+    QA_KEYS,
+    ROLES,
+    SOURCES,
+    build_dataset,
+    load_role,
+    minitofu,
+    write_dataset,
+)
 from unloc.io import ArtifactError
 
 PARAMS = {"name": "minitofu", "source": "minitofu", "forget_split": "forget10",
           "tofu": {"path": None, "hub_name": "locuslab/TOFU"}, "minitofu": dict(minitofu.DEFAULTS)}
-QA_KEYS = {"question", "answer"}
-PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
-PROBE_KEYS = {"question", "answer", "perturbed_answer"}
 
 
 def with_settings(**overrides) -> dict:

@@ -10,13 +10,10 @@ import sys
 
 import pytest
 
-from unloc.data import ROLES, SOURCES, build_dataset, minitofu, pii
+from unloc.data import PERTURBED_KEYS, PROBE_KEYS, QA_KEYS, ROLES, SOURCES, build_dataset, minitofu, pii
 
 PARAMS = {"name": "pii", "source": "pii", "forget_split": "forget10", "pii": dict(pii.DEFAULTS)}
 SMALL = {"n_persons": 40, "corpus_docs": 200, "pii_docs": 200}
-QA_KEYS = {"question", "answer"}
-PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
-PROBE_KEYS = {"question", "answer", "perturbed_answer"}
 FIELD_BY_KEY = {f.key: f for f in pii.FIELDS}
 
 

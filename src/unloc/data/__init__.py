@@ -26,6 +26,11 @@ from pathlib import Path
 from unloc.data import lume, minitofu, pii, tofu
 from unloc.io import ArtifactError, read_jsonl, write_jsonl
 
+# The keys of each role's records (the schema above), for the sources and their tests
+QA_KEYS = frozenset({"question", "answer"})  # full, forget, retain
+PERTURBED_KEYS = QA_KEYS | {"paraphrased_answer", "perturbed_answer", "paraphrased_question"}  # *_perturbed of D
+PROBE_KEYS = QA_KEYS | {"perturbed_answer"}  # real_authors_perturbed, world_facts_perturbed
+
 ROLES = (
     "full",
     "forget",
