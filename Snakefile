@@ -26,6 +26,7 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figure1.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/experiments.smk"
 include: "workflow/rules/cluster.smk"
 
 
@@ -34,3 +35,5 @@ include: "workflow/rules/cluster.smk"
 rule all:
     input:
         FINAL_ARTIFACTS,
+        EXPERIMENT_ARTIFACTS,
+    default_target: True

@@ -18,7 +18,7 @@ from typing import Any
 
 from unloc.figures import FIGURES
 from unloc.localizers import LOCALIZERS
-from unloc.metrics.curve import curve_columns
+from unloc.metrics.curve import CURVE_METRICS, curve_columns
 from unloc.objectives import OBJECTIVES, ObjectiveRun, parse_objective
 from unloc.registry import ConfigError, parse_settings, suggest
 from unloc.sanity import SanitySettings
@@ -85,6 +85,7 @@ class Experiment:
     sanity: SanitySettings
     original: Original
     figure_settings: dict[str, Any]  # of every configured figure with runs of its own (its config block)
+    experiment_configs: dict[str, dict]  # {table: the config of the experiment it runs in} (Table 6)
 
 
 def merge_configs(base: dict, override: dict) -> dict:
@@ -183,6 +184,8 @@ def check_config(config: dict) -> Experiment:
     tables = _names(TABLES, config["tables"], "tables")
     for name in tables:
         spec = TABLES[name]
+        if spec.experiment:
+            continue  # its runs are its experiment's (check_experiments)
         _needs(f"tables: {name}", spec.needs, columns, "mix.metrics")
         if spec.scenario == ORIGINAL:
             continue  # its runs are its own (the original section)
@@ -211,7 +214,8 @@ def check_config(config: dict) -> Experiment:
         unlearn_localizers=wanted, mix=mix, eval=parse_settings(EvalSettings, config["eval"], "eval"),
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
         sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"),
-        original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings)
+        original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings,
+        experiment_configs=check_experiments(config, tables))
 
 
 def _own_runs(name: str, config: dict, runs: dict[str, ObjectiveRun]):
@@ -228,6 +232,12 @@ def _own_runs(name: str, config: dict, runs: dict[str, ObjectiveRun]):
     return settings
 
 
+def _seed_list(seeds) -> bool:
+    """A non-empty list of distinct integers."""
+    return (isinstance(seeds, list) and bool(seeds) and len(set(seeds)) == len(seeds)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds))
+
+
 def check_original(section: dict, tables: tuple[str, ...], unlearn: dict) -> Original:
     """The ``original`` section: Section 3's mask seeds, its localizers' settings and one block per
     configured Section 3 table (``lr``: the learning rate of each of its localizers)."""
@@ -237,8 +247,7 @@ def check_original(section: dict, tables: tuple[str, ...], unlearn: dict) -> Ori
         if key not in allowed:
             raise ConfigError(f"original.{key}: unknown key{suggest(key, allowed)} (allowed: {', '.join(allowed)})")
     seeds = section.get("seeds")
-    if section3 and not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                     for x in seeds) and len(set(seeds)) == len(seeds)):
+    if section3 and not _seed_list(seeds):
         raise ConfigError(f"original.seeds: expected a non-empty list of distinct integers (the mask seeds of "
                           f"{', '.join(section3)}), got {seeds!r}")
     blocks = section.get("masks") or {}
@@ -281,3 +290,76 @@ def _needs(what: str, needs, columns: set[str], where: str) -> None:
     if missing:
         raise ConfigError(f"{what} reads the curve columns {', '.join(missing)}, which no curve metric of "
                           f"{where} writes")
+
+
+# --------------------------------------------------------------------------- tables with an experiment of their own
+
+EXPERIMENT_KEYS = ("seeds", "config")
+# What a table with an experiment of its own (Table 6) fixes in that experiment's config
+FIXED_BY_TABLE = ("name", "tables", "figures", "masks.ratio", "masks.seeds", "unlearn.objectives",
+                  "unlearn.localizers", "mix.metrics")
+
+
+def _has(config: dict, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    return head in config and (not rest or (isinstance(config[head], dict) and _has(config[head], rest)))
+
+
+def experiment_config(config: dict, table: str) -> dict:
+    """The config of the experiment ``table`` runs in (its spec's ``experiment``; Table 6: Section 4
+    on PII records): this config, less the blocks of such tables, with the ``<table>.config``
+    block merged over it (its data, its learning rates), then what the table fixes: its results
+    directory ``results/{name}/<experiment>``, the mask seeds of ``<table>.seeds``, its ratio,
+    objective and localizers, and only the curve metrics it reads."""
+    spec = TABLES[table]
+    block = config.get(table)
+    if not isinstance(block, dict):
+        raise ConfigError(f"{table}: required block missing ({{seeds: [...], config: {{data: ...}}}}: the mask seeds "
+                          f"of {table} and what its experiment changes of this config)")
+    for key in block:
+        if key not in EXPERIMENT_KEYS:
+            raise ConfigError(f"{table}.{key}: unknown key{suggest(key, EXPERIMENT_KEYS)} "
+                              f"(allowed: {', '.join(EXPERIMENT_KEYS)})")
+    seeds = block.get("seeds")
+    if not _seed_list(seeds):
+        raise ConfigError(f"{table}.seeds: expected a non-empty list of distinct integers (its mask seeds), "
+                          f"got {seeds!r}")
+    overrides = block.get("config") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{table}.config: expected a mapping merged over this config, got {overrides!r}")
+    for dotted in FIXED_BY_TABLE:
+        if _has(overrides, dotted):
+            raise ConfigError(f"{table}.config.{dotted}: set by {table} itself (it fixes "
+                              f"{', '.join(FIXED_BY_TABLE)})")
+    if any(TABLES[k].experiment for k in overrides if k in TABLES):
+        raise ConfigError(f"{table}.config: holds the block of a table with an experiment of its own")
+    base = {k: v for k, v in config.items() if not (k in TABLES and TABLES[k].experiment)}
+    sub = merge_configs(base, overrides)
+    if sub["data"] != config["data"] and sub["data"]["name"] == config["data"]["name"]:
+        raise ConfigError(f"{table}.config.data.name: its data differ from this config's, so they need a name of "
+                          f"their own (both would be written to results/data/{config['data']['name']}/)")
+    metrics = [m.name for m in CURVE_METRICS.specs() if set(m.columns) & set(spec.needs)]
+    return merge_configs(sub, {
+        "name": f"{config['name']}/{spec.experiment}", "tables": [], "figures": [],
+        "masks": {"ratio": spec.ratio, "seeds": seeds},
+        "unlearn": {"objectives": [spec.objective], "localizers": list(spec.localizers)},
+        "mix": {"metrics": metrics},
+    })
+
+
+def check_experiments(config: dict, tables: tuple[str, ...]) -> dict[str, dict]:
+    """{table: its experiment's config, checked} for every configured table with an experiment of its own."""
+    out = {}
+    for table in tables:
+        if TABLES[table].experiment is None:
+            continue
+        sub = experiment_config(config, table)
+        try:
+            check_config(sub)
+        except ConfigError as e:
+            raise ConfigError(f"{table}'s experiment ({table}.config merged over this config): {e}") from None
+        out[table] = sub
+    for name in TABLES.names():
+        if TABLES[name].experiment and name in config and name not in tables:
+            experiment_config(config, name)  # checked, though unused
+    return out

@@ -40,7 +40,10 @@ class TableSpec(Spec):
     """``localizers``: the ones the table compares. A table of the ``original`` scenario (seeds/000
     Section 3) also names the runs it rests on: each of its localizers' ``ratio`` mask of θfull,
     unlearned with ``objective``; its first localizer is the baseline the others are tested
-    against, and ``title`` is its markdown heading."""
+    against, and ``title`` is its markdown heading. A table with an ``experiment`` (Table 6) runs
+    Section 4 in an experiment of its own, ``results/{name}/<experiment>/``: the config's
+    ``<table>`` block says on what data, and its ``objective``, ``ratio`` and ``localizers`` fix
+    what that experiment runs."""
 
     markdown: Callable[[pd.DataFrame, StatsSettings], str]
     localizers: tuple[str, ...] = ()
@@ -48,6 +51,7 @@ class TableSpec(Spec):
     objective: str | None = None
     ratio: float | None = None
     title: str = ""
+    experiment: str | None = None
 
 
 TABLES: Registry[TableSpec] = Registry("table", TableSpec)
@@ -162,44 +166,55 @@ def table2_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], settings: StatsSettings) -> dict:
-    """AUES and MU95 of two scenarios' sweeps ({column: [seeds, α]}, seeds paired) with the App. D
-    tests, the paired bootstrap CI of a − b and the TOST p: {metric: dict of per-seed values and
-    statistics}."""
-    n, seed, plus_one = settings.n_resamples, settings.seed, settings.plus_one
-    of_a, of_b = _per_seed(a), _per_seed(b)
-    per_seed = {metric: (of_a[metric], of_b[metric]) for metric in of_a}
-    tests = {
-        "AUES": stats.aues_permutation_test(a["fs"], a["rs"], b["fs"], b["rs"], n, seed, plus_one)[1],
-        "MU95": stats.mu95_shuffle_test(a["mu"], a["log10_fq"], b["mu"], b["log10_fq"], n, seed, plus_one)[1],
-    }
-    margins = {"AUES": settings.tost_margin.aues, "MU95": settings.tost_margin.mu95}
-    out = {}
-    for metric, (values_a, values_b) in per_seed.items():
-        diff_mean, low, high = stats.paired_bootstrap_ci(values_a, values_b, n, seed)
-        tost = stats.tost_paired(values_a, values_b, margins[metric]) if len(values_a) > 1 else float("nan")
-        out[metric] = {"a": values_a, "b": values_b, "p_value": tests[metric], "ci_low": low, "ci_high": high,
-                       "tost_p": tost}
-    return out
-
-
+# Each sweep metric: the curve columns it is computed from, its value on one seed's sweep, and
+# App. D's test of two scenarios' sweeps ({column: [seeds, α]}, seeds paired).
+SWEEP_METRICS = {
+    "AUES": (("fs", "rs"), lambda s: stats.aues(s["fs"], s["rs"]),
+             lambda a, b, n, seed, plus_one: stats.aues_permutation_test(a["fs"], a["rs"], b["fs"], b["rs"], n, seed,
+                                                                         plus_one)[1]),
+    "MU95": (("mu", "log10_fq"), lambda s: stats.mu95(s["mu"], s["log10_fq"]),
+             lambda a, b, n, seed, plus_one: stats.mu95_shuffle_test(a["mu"], a["log10_fq"], b["mu"], b["log10_fq"],
+                                                                     n, seed, plus_one)[1]),
+}
+BOTH = ("AUES", "MU95")
 SWEEP_COLUMNS = ("fs", "rs", "mu", "log10_fq")
 
 
-def _per_seed(sweeps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """AUES and MU95 of every seed's sweep."""
-    return {"AUES": np.array([stats.aues(f, r) for f, r in zip(sweeps["fs"], sweeps["rs"])]),
-            "MU95": np.array([stats.mu95(m, q) for m, q in zip(sweeps["mu"], sweeps["log10_fq"])])}
+def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], settings: StatsSettings,
+                       metrics: tuple[str, ...] = BOTH) -> dict:
+    """``metrics`` (AUES, MU95) of two scenarios' sweeps ({column: [seeds, α]}, seeds paired) with
+    the App. D tests, the paired bootstrap CI of a − b and the TOST p: {metric: dict of per-seed
+    values and statistics}."""
+    n, seed, plus_one = settings.n_resamples, settings.seed, settings.plus_one
+    of_a, of_b = _per_seed(a, metrics), _per_seed(b, metrics)
+    margins = {"AUES": settings.tost_margin.aues, "MU95": settings.tost_margin.mu95}
+    out = {}
+    for metric in metrics:
+        values_a, values_b = of_a[metric], of_b[metric]
+        diff_mean, low, high = stats.paired_bootstrap_ci(values_a, values_b, n, seed)
+        tost = stats.tost_paired(values_a, values_b, margins[metric]) if len(values_a) > 1 else float("nan")
+        out[metric] = {"a": values_a, "b": values_b, "p_value": SWEEP_METRICS[metric][2](a, b, n, seed, plus_one),
+                       "ci_low": low, "ci_high": high, "tost_p": tost}
+    return out
 
 
-def _sweeps(curves: list[Curve], localizer: str, seeds: list[int]) -> dict[str, np.ndarray]:
-    return {col: _stack(curves, localizer, col, seeds) for col in SWEEP_COLUMNS}
+def _per_seed(sweeps: dict[str, np.ndarray], metrics: tuple[str, ...] = BOTH) -> dict[str, np.ndarray]:
+    """Each metric's value on every seed's sweep."""
+    n_seeds = len(next(iter(sweeps.values())))
+    return {m: np.array([SWEEP_METRICS[m][1]({c: v[i] for c, v in sweeps.items()}) for i in range(n_seeds)])
+            for m in metrics}
 
 
-@TABLES.register("table2", needs=SWEEP_COLUMNS, localizers=("oracle", "random"), markdown=table2_markdown)
-def table2(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
-    """Table 2: Random vs Oracle, AUES and MU95 with the App. D tests, CI and TOST (long format:
-    one row per objective and metric)."""
+def _sweeps(curves: list[Curve], localizer: str, seeds: list[int],
+            columns: tuple[str, ...] = SWEEP_COLUMNS) -> dict[str, np.ndarray]:
+    return {col: _stack(curves, localizer, col, seeds) for col in columns}
+
+
+def oracle_vs_random(curves: list[Curve], settings: StatsSettings, model: str,
+                     metrics: tuple[str, ...] = BOTH) -> pd.DataFrame:
+    """Seeds/000 Section 4's comparison: Random vs Oracle per objective and metric, with the App. D
+    tests, CI and TOST (long format: one row per objective and metric)."""
+    columns = tuple(c for m in metrics for c in SWEEP_METRICS[m][0])
     rows = []
     for objective in dict.fromkeys(c.objective for c in curves):
         mine = [c for c in curves if c.objective == objective]
@@ -207,7 +222,8 @@ def table2(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataF
                        & {c.seed for c in mine if c.localizer == "random"})
         if not seeds:
             continue
-        compared = _metric_comparison(_sweeps(mine, "oracle", seeds), _sweeps(mine, "random", seeds), settings)
+        compared = _metric_comparison(_sweeps(mine, "oracle", seeds, columns), _sweeps(mine, "random", seeds, columns),
+                                      settings, metrics)
         for metric, c in compared.items():
             oracle, random = c["a"], c["b"]
             rows.append({
@@ -218,6 +234,12 @@ def table2(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataF
                 "p_value": c["p_value"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "tost_p": c["tost_p"],
             })
     return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
+
+
+@TABLES.register("table2", needs=SWEEP_COLUMNS, localizers=("oracle", "random"), markdown=table2_markdown)
+def table2(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
+    """Table 2: Random vs Oracle, AUES and MU95 (one row per objective and metric)."""
+    return oracle_vs_random(curves, settings, model)
 
 
 # --------------------------------------------------------------------------- Section 3: Tables 1, 3, 4, 5
@@ -339,3 +361,36 @@ _register_section3("table3", "Table 3: a 5% localization ratio under NPO", "npo"
 _register_section3("table4", "Table 4: RMU at a 10% localization ratio", "rmu", 0.1, ("random", "wagle"))
 _register_section3("table5", "Table 5: individual-weight localization, 80% of the weights", "npo", 0.8,
                    ("random_weights", "wagle_weights"))
+
+
+# --------------------------------------------------------------------------- Table 6 (App. E.2)
+
+
+def table6_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
+    """The paper's layout (Metric, Random, Oracle, |Δ|, p) plus the CI and TOST of Table 2."""
+    spec = TABLES["table6"]
+    model = ", ".join(dict.fromkeys(table["model"])) or "?"
+    lines = [f"### {spec.title} ({model})", "",
+             "| Metric | Random | Oracle | \\|Δ\\| | p-value | 95% CI (Oracle − Random) | TOST p |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['metric']} (↑) | {_pm(r['random_mean'], r['random_std'], 3)} "
+                     f"| {_pm(r['oracle_mean'], r['oracle_std'], 3)} | {r['abs_diff_mean']:.3f} | {r['p_value']:.2f} "
+                     f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['tost_p']:.3f} |")
+    lines += [
+        "",
+        f"{OBJECTIVES[spec.objective].label} on synthetic personal records (the forget set: 10% of the persons), "
+        f"{spec.ratio:.0%} of the value vectors; θp, θr and θo of their own. AUES only: FQ is TOFU's. Mean ± std "
+        f"over mask seeds; |Δ|: the mean over seeds of |Oracle − Random| (the paper's 0.017 is not the 0.009 "
+        f"between its means). p-value: App. D's paired permutation test, {settings.n_resamples} resamples. "
+        f"CI: paired bootstrap over seeds. TOST: equivalence within ±{settings.tost_margin.aues}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@TABLES.register("table6", needs=SWEEP_METRICS["AUES"][0], localizers=("oracle", "random"), objective="npo",
+                 ratio=0.1, experiment="pii", title="Table 6: Random vs Oracle on PII records",
+                 markdown=table6_markdown, help="Table 6: seeds/000 App. E.2, Section 4 on PII records")
+def table6(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
+    """Table 6: Random vs Oracle on PII records, AUES only (FQ is defined on TOFU alone)."""
+    return oracle_vs_random(curves, settings, model, metrics=("AUES",))

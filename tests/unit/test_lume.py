@@ -202,3 +202,27 @@ def test_unknown_setting(folder):
     with pytest.raises(ValueError, match="unknown lume settings"):
         build_dataset(params(folder, hub_name="x"))
 
+
+
+def test_forget_fraction_keeps_that_share_of_d_evenly_spaced(folder):
+    # 12 retain records: a 20% forget share is 3 of the 6 forget records, every second one
+    data = build_dataset(params(folder, forget_fraction=0.2))
+    forget = expected(FORGET)
+    assert data["forget"] == [forget[0], forget[2], forget[4]]
+    assert len(data["forget"]) / len(data["full"]) == pytest.approx(0.2)
+    assert data["full"] == expected(RETAIN) + data["forget"]
+    assert [r["question"] for r in data["forget_perturbed"]] == [r["question"] for r in data["forget"]]
+    # a dropped forget record is nowhere: not in D, not moved to retain, not in the corpus
+    dropped = forget[3]["answer"]  # Ben Coll's phone number
+    assert all(dropped not in json.dumps(data[role]) for role in ("full", "retain", "retain_perturbed", "corpus"))
+
+
+def test_forget_fraction_larger_than_the_copy_says_so(folder):
+    with pytest.raises(ArtifactError, match=r"forget_fraction 0\.5: forget would need 12 records next to 12 retain "
+                                            r"records, but the copy holds 6"):
+        build_dataset(params(folder, forget_fraction=0.5))
+
+
+def test_forget_fraction_outside_0_1(folder):
+    with pytest.raises(ValueError, match=r"forget_fraction: expected a number in \(0, 1\), got 1\.5"):
+        build_dataset(params(folder, forget_fraction=1.5))

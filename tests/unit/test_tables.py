@@ -168,3 +168,29 @@ def test_section3_table_refuses_missing_or_duplicate_runs(tmp_path):
     injected_only = [write_curve(tmp_path, "npo", "random", 7, 0.6)]
     with pytest.raises(ArtifactError, match="no sweep of its baseline random"):
         TABLES["table1"].fn(read_curves(injected_only), SETTINGS, "tiny")
+
+
+# --------------------------------------------------------------------------- Table 6 (App. E.2)
+
+
+def test_table6_is_aues_of_oracle_vs_random_from_es_only_curves(tmp_path, sanity_csv):
+    # The PII experiment scores ES only: its curves have no MU or FQ column. Equal means, unequal
+    # seeds: |Δ| is the mean per-seed difference (1/15), not the 0 between the means.
+    paths = []
+    for seed, oracle, random in ((7, 0.8, 0.7), (19, 0.6, 0.7), (99, 0.7, 0.7)):
+        for localizer, level in (("oracle", oracle), ("random", random)):
+            path = write_curve(tmp_path, "npo", localizer, seed, level)
+            pd.read_csv(path).drop(columns=["mu", "log10_fq"]).to_csv(path, index=False)
+            paths.append(path)
+    table = write_table("table6", STATS, paths, "tiny", tmp_path / "t6.csv", tmp_path / "t6.md", sanity_csv)
+    assert list(table["metric"]) == ["AUES"]
+    row = table.iloc[0]
+    assert row["oracle_mean"] == pytest.approx(0.7) and row["random_mean"] == pytest.approx(0.7)
+    assert row["oracle_std"] == pytest.approx(0.1) and row["random_std"] == pytest.approx(0.0)
+    assert row["abs_diff_mean"] == pytest.approx(0.2 / 3)
+    assert row["p_value"] > 0.5  # +0.1, -0.1, 0: no direction
+    assert row["ci_low"] < 0 < row["ci_high"]
+    md = (tmp_path / "t6.md").read_text()
+    assert md.startswith("### Table 6: Random vs Oracle on PII records (tiny)")
+    assert "| AUES (↑) | 0.700 ± 0.000 | 0.700 ± 0.100 | 0.067 |" in md
+    assert TABLES["table6"].needs == ("fs", "rs")

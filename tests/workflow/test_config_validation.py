@@ -85,6 +85,9 @@ def test_shipped_configs_hold_only_what_differs_from_their_defaults():
      "0 is less than the minimum of 1"),
     (lambda c: c["unlearn"].update(objectives="npo"), "['unlearn']['objectives']", "'npo' is not of type 'array'"),
     (lambda c: c["original"].update(seeds=[7, 7]), "['original']['seeds']", "has non-unique elements"),
+    (lambda c: c["table6"].update(seed=[7]), "['table6']", "'seed' was unexpected"),
+    (lambda c: c["data"].update(lume={"path": "x", "forget_fraction": 1}), "['data']['lume']['forget_fraction']",
+     "1 is greater than or equal to the maximum of 1"),
 ])
 def test_bad_structure_fails_the_schema_naming_the_key(mutate, key, message):
     config = load_config()
@@ -100,6 +103,12 @@ def with_figure1(config: dict) -> dict:
     """``config`` building Figure 1; returns its (new) ``figure1`` block."""
     config["figures"] = [*config["figures"], "figure1"]
     return config.setdefault("figure1", {})
+
+
+def with_table6(config: dict) -> dict:
+    """``config`` building Table 6; returns its ``table6`` block."""
+    config["tables"] = [*config["tables"], "table6"]
+    return config["table6"]
 
 
 def section3(config: dict) -> dict:
@@ -159,6 +168,14 @@ def section3(config: dict) -> dict:
     (lambda c: c.update(figure1={"sed": 7}), "figure1.sed: unknown setting; did you mean 'seed'?"),
     (lambda c: c["unlearn"].update(objectives=["npo", "l2_mlp"]),
      "unlearn.objectives[1]: l2_mlp matches θr's activations; its Oracle-vs-Random runs are Figure 1's"),
+    (lambda c: with_table6(c)["config"].update(tables=["table2"]),
+     "table6.config.tables: set by table6 itself (it fixes name, tables, figures, masks.ratio, masks.seeds"),
+    (lambda c: with_table6(c)["config"].update(unlearn={"npo": {"betta": 0.1}}),
+     "table6's experiment (table6.config merged over this config): unlearn.npo.betta: unknown setting; did you mean "
+     "'beta'?"),
+    (lambda c: with_table6(c)["config"]["data"].update(name=c["data"]["name"]),
+     "table6.config.data.name: its data differ from this config's, so they need a name of their own"),
+    (lambda c: (c.pop("table6"), c["tables"].append("table6")), "table6: required block missing"),
 ])
 def test_bad_settings_fail_the_registry_check_naming_the_key(mutate, message):
     config = load_config()
@@ -182,6 +199,23 @@ def test_a_section3_table_runs_each_localizer_on_the_seeds_its_mask_depends_on()
     # Tables 1 and 4 share their 10% masks: one per (localizer, ratio, seed)
     masks = original.masks()
     assert len(masks) == len(set(masks)) and ("wagle", 0.1, 7) in masks and ("wagle", 0.05, 7) in masks
+
+
+def test_table6_runs_section4_in_an_experiment_of_its_own_on_pii_records():
+    config = load_config("config.yaml")
+    sub = check_config(config).experiment_configs["table6"]
+    validate(copy.deepcopy(sub), SCHEMA)
+    assert sub["name"] == "tiny/pii" and sub["tables"] == [] and sub["figures"] == []
+    assert sub["data"]["source"] == "pii" and sub["data"]["name"] == "pii"
+    assert sub["masks"]["seeds"] == [7, 19, 99] and sub["masks"]["ratio"] == TABLES["table6"].ratio == 0.1
+    assert sub["unlearn"]["objectives"] == ["npo"] and sub["unlearn"]["localizers"] == ["oracle", "random"]
+    assert sub["mix"]["metrics"] == ["es"]  # AUES only: FS and RS
+    assert "table6" not in sub  # so it nests no further
+    # everything else is this config's: the model, its training runs, the objective's LR
+    for key in ("model", "pretrain", "finetune_retain", "inject", "precision"):
+        assert sub[key] == config[key]
+    assert sub["unlearn"]["npo"] == config["unlearn"]["npo"]
+    assert check_config(load_config()).experiment_configs == {}  # the quick config builds no Table 6
 
 
 @pytest.mark.parametrize("mutate,message", [

@@ -255,7 +255,9 @@ def original_unlearn_mask(w):
 
 def table_inputs(w):
     """A Section 3 table reads its own sweeps from θfull; a Section 4 table every sweep from θo and
-    the sanity verdict of the injection they rest on."""
+    the sanity verdict of the injection they rest on, those of its own experiment's (Table 6)."""
+    if TABLES[w.table].experiment:
+        return EXPERIMENT_TABLE_INPUTS[w.table]
     if TABLES[w.table].scenario == ORIGINAL:
         return {"curves": original_curves(w.table)}
     return {"curves": CURVES, "sanity": SANITY}

@@ -19,7 +19,10 @@ sentence-completion items a text prefix and its continuation, both kept.
 
 Roles: ``forget`` / ``retain`` = the kept records of ``forget.*`` / ``retain.*`` (the release's
 split: ``data.forget_split`` is not used by this source), ``full`` = retain then forget (so
-forget is full's tail, as in the other sources). ``forget_perturbed`` holds every forget item,
+forget is full's tail, as in the other sources). ``forget_fraction`` (seeds/000 Table 6's 10%
+forget ratio) keeps round(f · |retain| / (1 − f)) evenly spaced forget records, so that forget is
+that share of D, and drops the others (from D altogether: moving them to retain would teach the
+model what it is then asked to forget); null keeps the release's split. ``forget_perturbed`` holds every forget item,
 ``retain_perturbed`` ``n_retain_perturbed`` retain items evenly spaced (all when fewer). Their
 5 ``perturbed_answer``s are other records' answers (over forget and retain), those whose
 question shares the longest word prefix with this one first ("What is the phone number
@@ -46,7 +49,7 @@ from unloc.data import minitofu, pii
 from unloc.data.tofu import evenly_spaced, qa_corpus
 from unloc.io import ArtifactError, read_jsonl
 
-DEFAULTS = {"path": None, "n_retain_perturbed": 100}
+DEFAULTS = {"path": None, "n_retain_perturbed": 100, "forget_fraction": None}
 SPLITS = ("forget", "retain")
 COLUMNS = ("id", "input", "output", "task")
 TASK = "task2"
@@ -159,11 +162,24 @@ def settings(params: dict) -> dict:
     return p
 
 
+def forget_share(forget: list[dict], retain: list[dict], fraction: float | None) -> tuple[list[dict], list[dict]]:
+    """Forget cut to ``fraction`` of D (evenly spaced records) and retain; both as given for None."""
+    if fraction is None:
+        return forget, retain
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.lume.forget_fraction: expected a number in (0, 1), got {fraction!r}")
+    n = max(1, round(fraction * len(retain) / (1 - fraction)))
+    if n > len(forget):
+        raise ArtifactError(f"data.lume.forget_fraction {fraction}: forget would need {n} records next to "
+                            f"{len(retain)} retain records, but the copy holds {len(forget)}")
+    return evenly_spaced(forget, n), retain
+
+
 def build(params: dict) -> dict[str, list[dict]]:
     """Every dataset role from a local LUME copy (see the module docstring for the mapping)."""
     p = settings(params)
     splits = load(p["path"])
-    forget, retain = splits["forget"], splits["retain"]
+    forget, retain = forget_share(splits["forget"], splits["retain"], p["forget_fraction"])
     pool = answer_pool(retain + forget)
     rng = random.Random("lume:perturbed")
     forget_perturbed = [perturbed_record(rng, r, pool) for r in forget]
