@@ -57,3 +57,10 @@ for _name, _files in [*((t, expand(f"{R}/tables/{t}.{{ext}}", ext=["csv", "md"])
             _name
         input:
             _files,
+
+
+rule all_tables:
+    """Every configured table and figure (`snakemake all_tables`), and what they rest on."""
+    input:
+        TABLE_FILES,
+        FIGURE_FILES,
