@@ -11,17 +11,18 @@ for _spec in TABLES.specs():
                             f"workflow/rules/experiments.smk declares no module for")
 
 
-def experiment_configured(experiment):
-    return any(TABLES[t].experiment == experiment for t in EXPERIMENT.experiment_configs)
+def experiment_config_of(experiment):
+    """The derived config of the configured table that runs in ``experiment``; None if none does."""
+    return next((c for t, c in EXPERIMENT.experiment_configs.items() if TABLES[t].experiment == experiment), None)
 
 
-if experiment_configured("pii"):
+if experiment_config_of("pii") is not None:
 
     module pii:
         snakefile:
             "../../Snakefile"
         config:
-            next(c for t, c in EXPERIMENT.experiment_configs.items() if TABLES[t].experiment == "pii")
+            experiment_config_of("pii")
 
     use rule * from pii as pii_*
 
