@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -166,18 +167,31 @@ def table2_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Each sweep metric: the curve columns it is computed from, its value on one seed's sweep, and
-# App. D's test of two scenarios' sweeps ({column: [seeds, α]}, seeds paired).
+class SweepMetric(NamedTuple):
+    """A table metric of mixing sweeps: the curve columns it reads, its value on one seed's sweep
+    ({column: [α]}), and App. D's test of two scenarios' sweeps ({column: [seeds, α]}, seeds paired)."""
+
+    columns: tuple[str, ...]
+    per_seed: Callable[[dict[str, np.ndarray]], float]
+    test: Callable[..., float]  # (a, b, n_resamples, seed, plus_one) -> p
+
+
 SWEEP_METRICS = {
-    "AUES": (("fs", "rs"), lambda s: stats.aues(s["fs"], s["rs"]),
-             lambda a, b, n, seed, plus_one: stats.aues_permutation_test(a["fs"], a["rs"], b["fs"], b["rs"], n, seed,
-                                                                         plus_one)[1]),
-    "MU95": (("mu", "log10_fq"), lambda s: stats.mu95(s["mu"], s["log10_fq"]),
-             lambda a, b, n, seed, plus_one: stats.mu95_shuffle_test(a["mu"], a["log10_fq"], b["mu"], b["log10_fq"],
-                                                                     n, seed, plus_one)[1]),
+    "AUES": SweepMetric(("fs", "rs"), lambda s: stats.aues(s["fs"], s["rs"]),
+                        lambda a, b, *args: stats.aues_permutation_test(a["fs"], a["rs"], b["fs"], b["rs"], *args)[1]),
+    "MU95": SweepMetric(("mu", "log10_fq"), lambda s: stats.mu95(s["mu"], s["log10_fq"]),
+                        lambda a, b, *args: stats.mu95_shuffle_test(a["mu"], a["log10_fq"], b["mu"], b["log10_fq"],
+                                                                    *args)[1]),
 }
 BOTH = ("AUES", "MU95")
-SWEEP_COLUMNS = ("fs", "rs", "mu", "log10_fq")
+
+
+def metric_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The curve columns ``metrics`` read, in order."""
+    return tuple(c for m in metrics for c in SWEEP_METRICS[m].columns)
+
+
+SWEEP_COLUMNS = metric_columns(BOTH)
 
 
 def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], settings: StatsSettings,
@@ -193,7 +207,7 @@ def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], setti
         values_a, values_b = of_a[metric], of_b[metric]
         diff_mean, low, high = stats.paired_bootstrap_ci(values_a, values_b, n, seed)
         tost = stats.tost_paired(values_a, values_b, margins[metric]) if len(values_a) > 1 else float("nan")
-        out[metric] = {"a": values_a, "b": values_b, "p_value": SWEEP_METRICS[metric][2](a, b, n, seed, plus_one),
+        out[metric] = {"a": values_a, "b": values_b, "p_value": SWEEP_METRICS[metric].test(a, b, n, seed, plus_one),
                        "ci_low": low, "ci_high": high, "tost_p": tost}
     return out
 
@@ -201,7 +215,7 @@ def _metric_comparison(a: dict[str, np.ndarray], b: dict[str, np.ndarray], setti
 def _per_seed(sweeps: dict[str, np.ndarray], metrics: tuple[str, ...] = BOTH) -> dict[str, np.ndarray]:
     """Each metric's value on every seed's sweep."""
     n_seeds = len(next(iter(sweeps.values())))
-    return {m: np.array([SWEEP_METRICS[m][1]({c: v[i] for c, v in sweeps.items()}) for i in range(n_seeds)])
+    return {m: np.array([SWEEP_METRICS[m].per_seed({c: v[i] for c, v in sweeps.items()}) for i in range(n_seeds)])
             for m in metrics}
 
 
@@ -214,7 +228,7 @@ def oracle_vs_random(curves: list[Curve], settings: StatsSettings, model: str,
                      metrics: tuple[str, ...] = BOTH) -> pd.DataFrame:
     """Seeds/000 Section 4's comparison: Random vs Oracle per objective and metric, with the App. D
     tests, CI and TOST (long format: one row per objective and metric)."""
-    columns = tuple(c for m in metrics for c in SWEEP_METRICS[m][0])
+    columns = metric_columns(metrics)
     rows = []
     for objective in dict.fromkeys(c.objective for c in curves):
         mine = [c for c in curves if c.objective == objective]
@@ -379,16 +393,16 @@ def table6_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
                      f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['tost_p']:.3f} |")
     lines += [
         "",
-        f"{OBJECTIVES[spec.objective].label} on synthetic personal records (the forget set: 10% of the persons), "
-        f"{spec.ratio:.0%} of the value vectors; θp, θr and θo of their own. AUES only: FQ is TOFU's. Mean ± std "
-        f"over mask seeds; |Δ|: the mean over seeds of |Oracle − Random| (the paper's 0.017 is not the 0.009 "
+        f"{OBJECTIVES[spec.objective].label} on the personal records of its own experiment (θp, θr and θo of their "
+        f"own; 10% of the records forgotten), {spec.ratio:.0%} of the value vectors. AUES only: FQ is TOFU's. "
+        f"Mean ± std over mask seeds; |Δ|: the mean over seeds of |Oracle − Random| (the paper's 0.017 is not the 0.009 "
         f"between its means). p-value: App. D's paired permutation test, {settings.n_resamples} resamples. "
         f"CI: paired bootstrap over seeds. TOST: equivalence within ±{settings.tost_margin.aues}.",
     ]
     return "\n".join(lines) + "\n"
 
 
-@TABLES.register("table6", needs=SWEEP_METRICS["AUES"][0], localizers=("oracle", "random"), objective="npo",
+@TABLES.register("table6", needs=metric_columns(("AUES",)), localizers=("oracle", "random"), objective="npo",
                  ratio=0.1, experiment="pii", title="Table 6: Random vs Oracle on PII records",
                  markdown=table6_markdown, help="Table 6: seeds/000 App. E.2, Section 4 on PII records")
 def table6(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:

@@ -22,12 +22,14 @@ split: ``data.forget_split`` is not used by this source), ``full`` = retain then
 forget is full's tail, as in the other sources). ``forget_fraction`` (seeds/000 Table 6's 10%
 forget ratio) keeps round(f · |retain| / (1 − f)) evenly spaced forget records, so that forget is
 that share of D, and drops the others (from D altogether: moving them to retain would teach the
-model what it is then asked to forget); null keeps the release's split. ``forget_perturbed`` holds every forget item,
-``retain_perturbed`` ``n_retain_perturbed`` retain items evenly spaced (all when fewer). Their
-5 ``perturbed_answer``s are other records' answers (over forget and retain), those whose
-question shares the longest word prefix with this one first ("What is the phone number
-of ..." → other phone numbers), then the longest word suffix (sentence completions ending
-"... at the e-mail address"), ties broken by a fixed seed; each differs from the answer.
+model what it is then asked to forget); null keeps the release's split.
+
+``forget_perturbed`` holds every forget item, ``retain_perturbed`` ``n_retain_perturbed`` retain
+items evenly spaced (all when fewer). Their 5 ``perturbed_answer``s are other records' answers
+(over forget and retain), those whose question shares the longest word prefix with this one
+first ("What is the phone number of ..." → other phone numbers), then the longest word suffix
+(sentence completions ending "... at the e-mail address"), ties broken by a fixed seed; each
+differs from the answer.
 LUME has no paraphrases, so ``paraphrased_answer`` is the answer and ``paraphrased_question``
 the question: the truth ratio and Forget Quality are meaningless on this source, which is
 why Table 6 reports AUES only.
