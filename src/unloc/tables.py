@@ -395,8 +395,8 @@ def table6_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
         "",
         f"{OBJECTIVES[spec.objective].label} on the personal records of its own experiment (θp, θr and θo of their "
         f"own; 10% of the records forgotten), {spec.ratio:.0%} of the value vectors. AUES only: FQ is TOFU's. "
-        f"Mean ± std over mask seeds; |Δ|: the mean over seeds of |Oracle − Random| (the paper's 0.017 is not the 0.009 "
-        f"between its means). p-value: App. D's paired permutation test, {settings.n_resamples} resamples. "
+        f"Mean ± std over mask seeds; |Δ|: the mean over seeds of |Oracle − Random| (the paper's 0.017 is not "
+        f"the 0.009 between its means). p-value: App. D's paired permutation test, {settings.n_resamples} resamples. "
         f"CI: paired bootstrap over seeds. TOST: equivalence within ±{settings.tost_margin.aues}.",
     ]
     return "\n".join(lines) + "\n"
