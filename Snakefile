@@ -37,3 +37,21 @@ rule all:
         FINAL_ARTIFACTS,
         EXPERIMENT_ARTIFACTS,
     default_target: True
+
+
+# One target per configured table and figure (`snakemake table2`), and all of them
+# (`snakemake all_tables`): each asks for its files, which ask for what they rest on.
+for _name, _files in [*((t, expand(f"{R}/tables/{t}.{{ext}}", ext=["csv", "md"])) for t in EXPERIMENT.tables),
+                      *((f, expand(f"{R}/figures/{f}.{{ext}}", ext=["png", "pdf"])) for f in EXPERIMENT.figures)]:
+
+    rule:
+        name:
+            _name
+        input:
+            _files,
+
+
+rule all_tables:
+    input:
+        TABLE_FILES,
+        FIGURE_FILES,

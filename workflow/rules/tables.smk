@@ -47,20 +47,3 @@ rule figure:
     shell:
         command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} --sanity {input.sanity}"
                 " {input.curves}", threads=False)
-
-
-for _name, _files in [*((t, expand(f"{R}/tables/{t}.{{ext}}", ext=["csv", "md"])) for t in EXPERIMENT.tables),
-                      *((f, expand(f"{R}/figures/{f}.{{ext}}", ext=["png", "pdf"])) for f in EXPERIMENT.figures)]:
-
-    rule:
-        name:
-            _name
-        input:
-            _files,
-
-
-rule all_tables:
-    """Every configured table and figure (`snakemake all_tables`), and what they rest on."""
-    input:
-        TABLE_FILES,
-        FIGURE_FILES,
