@@ -602,10 +602,10 @@ class _PointEvaluator:
             self.retain_es = encode_records(tokenizer, retain, params.max_length, params.system_prompt)
 
     def __call__(self, model, reference_tr) -> dict[str, float]:
-        from unloc.metrics.curve import PointScores, evaluate_point
+        from unloc.metrics.curve import PointScores, evaluate_point, perturbed_roles
 
         point = PointScores(model, self.tokenizer, self.roles, self.cfg, self.params.es_convention, reference_tr,
-                            self.retain_es)
+                            self.retain_es, perturbed_roles(self.params.mix.metrics))
         with autocast_context(self.device, self.params.precision):
             return evaluate_point(point, self.params.mix.metrics)
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from unloc.data.collate import encode_qa, encode_records
-from unloc.metrics.curve import CURVE_METRICS, PointScores, check_forget_items, curve_columns, evaluate_point
+from unloc.metrics.curve import (
+    CURVE_METRICS,
+    PointScores,
+    check_forget_items,
+    curve_columns,
+    evaluate_point,
+    perturbed_roles,
+)
 from unloc.metrics.es import per_example_es
 from unloc.metrics.tofu import (
     TofuEvalConfig,
@@ -113,6 +120,24 @@ def test_evaluate_point_equals_each_metric_computed_alone(tokenizer, llama, role
     assert row["fq"] == pytest.approx(fq, rel=1e-9)
     parts = utility_parts(llama, tokenizer, roles, cfg)
     assert {k: row[k] for k in parts} == pytest.approx(parts, rel=1e-6)
+
+
+def test_an_es_only_point_scores_the_answers_alone_with_the_full_passes_numbers(tokenizer, llama, roles):
+    """Without a metric that reads them, no paraphrased or perturbed answer is scored: the point
+    runs on records that have none, and its ES equals the one read off the full passes."""
+    cfg = TofuEvalConfig(max_length=MAX_LEN, batch_size=4, max_new_tokens=6)
+    reference = torch.tensor([0.2, 0.5, 0.9, 1.3], dtype=torch.float64)
+    full = evaluate_point(PointScores(llama, tokenizer, roles, cfg, "paper", reference), ("es", "fq", "mu"))
+    assert perturbed_roles(["es"]) == frozenset()
+    assert perturbed_roles(["es", "fq"]) == {"forget_perturbed"}
+    answers_only = {role: [{"question": r["question"], "answer": r["answer"]} for r in records]
+                    for role, records in roles.items()}
+    es_only = evaluate_point(PointScores(llama, tokenizer, answers_only, cfg, "paper",
+                                         perturbed_roles=perturbed_roles(["es"])), ("es",))
+    assert es_only == pytest.approx({k: full[k] for k in curve_columns(("es",))}, abs=1e-12)
+    with pytest.raises(KeyError):  # the same records where the metrics read perturbed answers
+        evaluate_point(PointScores(llama, tokenizer, answers_only, cfg, "paper", reference,
+                                   perturbed_roles=perturbed_roles(["es", "fq"])), ("es", "fq"))
 
 
 def test_fs_needs_forget_perturbed_to_hold_the_forget_set(roles):

@@ -9,7 +9,8 @@ generates each role's greedy answers once, whoever asks first, so the metrics sh
   the forget truth-ratio pass (``forget_perturbed`` holds the forget items with their
   paraphrased and perturbed answers) and, when ``rs_items`` is ``"retain_perturbed"``, RS from
   the pass that scores MU's retain split; any other ``rs_items`` (an item count or ``"all"``)
-  scores RS on the first retain items in a pass of its own;
+  scores RS on the first retain items in a pass of its own. When no metric of the point reads
+  a role's perturbed answers (ES-only sweeps, Table 6), only its answers are scored;
 * FQ is the KS test of the forget truth ratios (from that same forget pass) against θr's;
 * MU's nine parts come from the three utility splits' passes and generations.
 """
@@ -33,6 +34,7 @@ from unloc.metrics.tofu import (
     TofuEvalConfig,
     forget_quality,
     model_utility,
+    split_answer_scores,
     split_parts,
     split_scores,
     truth_ratio_from_losses,
@@ -47,9 +49,11 @@ FORGET = "forget_perturbed"
 
 @dataclass(frozen=True, kw_only=True)
 class CurveMetricSpec(Spec):
-    """``fn(point: PointScores) -> {column: value}`` for exactly ``columns``; ``needs`` are dataset roles."""
+    """``fn(point: PointScores) -> {column: value}`` for exactly ``columns``; ``needs`` are dataset
+    roles; ``perturbed``: whether it reads their paraphrased and perturbed answers too."""
 
     columns: tuple[str, ...] = ()
+    perturbed: bool = True
 
 
 CURVE_METRICS: Registry[CurveMetricSpec] = Registry("curve metric", CurveMetricSpec)
@@ -60,14 +64,18 @@ class PointScores:
 
     ``roles`` maps dataset roles to records; ``reference_tr`` are θr's forget truth ratios (FQ's
     reference sample); ``retain_es`` the encoded retain items RS is scored on, or None to take
-    RS from MU's retain split.
+    RS from MU's retain split; ``perturbed_roles`` the roles whose paraphrased and perturbed
+    answers some metric of the point reads (``perturbed_roles(metrics)``), None for all.
     """
 
     def __init__(self, model, tokenizer, roles: dict[str, list[dict]], cfg: TofuEvalConfig, es_convention: str,
-                 reference_tr: torch.Tensor | None = None, retain_es: list[Encoded] | None = None):
+                 reference_tr: torch.Tensor | None = None, retain_es: list[Encoded] | None = None,
+                 perturbed_roles: frozenset[str] | None = None):
         self.model, self.tokenizer, self.roles, self.cfg = model, tokenizer, roles, cfg
         self.es_convention, self.reference_tr, self.retain_es = es_convention, reference_tr, retain_es
+        self.perturbed_roles = perturbed_roles
         self._scores: dict[str, dict[str, AnswerScores]] = {}
+        self._answers: dict[str, AnswerScores] = {}
         self._generated: dict[str, list[str]] = {}
 
     def scores(self, role: str) -> dict[str, AnswerScores]:
@@ -75,6 +83,15 @@ class PointScores:
         if role not in self._scores:
             self._scores[role] = split_scores(self.model, self.tokenizer, self.roles[role], CORRECT_KEY[role], self.cfg)
         return self._scores[role]
+
+    def answer_scores(self, role: str) -> AnswerScores:
+        """The scores of ``role``'s answers: from its full pass when a metric reads its perturbed
+        answers, else from a pass over the answers alone."""
+        if self.perturbed_roles is None or role in self.perturbed_roles:
+            return self.scores(role)["answer"]
+        if role not in self._answers:
+            self._answers[role] = split_answer_scores(self.model, self.tokenizer, self.roles[role], self.cfg)
+        return self._answers[role]
 
     def generations(self, role: str) -> list[str]:
         if role not in self._generated:
@@ -104,6 +121,11 @@ def curve_columns(metrics: Sequence[str]) -> list[str]:
     return [c for name in metrics for c in CURVE_METRICS[name].columns]
 
 
+def perturbed_roles(metrics: Sequence[str]) -> frozenset[str]:
+    """The roles whose paraphrased and perturbed answers some of ``metrics`` reads."""
+    return frozenset(role for name in metrics if CURVE_METRICS[name].perturbed for role in CURVE_METRICS[name].needs)
+
+
 def check_forget_items(forget: Sequence[dict], forget_perturbed: Sequence[dict]) -> None:
     """FS is read off ``forget_perturbed``: it must hold exactly the forget QA pairs."""
     if sorted((r["question"], r["answer"]) for r in forget) != sorted(
@@ -112,12 +134,13 @@ def check_forget_items(forget: Sequence[dict], forget_perturbed: Sequence[dict])
                          "in the truth-ratio pass; check the dataset's forget split")
 
 
-@CURVE_METRICS.register("es", columns=("es_forget", "es_retain", "fs", "rs"), needs=(FORGET, RS_FROM_MU_PASS))
+@CURVE_METRICS.register("es", columns=("es_forget", "es_retain", "fs", "rs"), needs=(FORGET, RS_FROM_MU_PASS),
+                        perturbed=False)
 def extraction_strength(point: PointScores) -> dict[str, float]:
     """Mean ES on forget and retain (seeds/000 App. B), FS = 1 - ES(forget), RS = ES(retain)."""
-    es_forget = float(point.scores(FORGET)["answer"].es(point.es_convention).mean())
+    es_forget = float(point.answer_scores(FORGET).es(point.es_convention).mean())
     if point.retain_es is None:
-        es_retain = float(point.scores(RS_FROM_MU_PASS)["answer"].es(point.es_convention).mean())
+        es_retain = float(point.answer_scores(RS_FROM_MU_PASS).es(point.es_convention).mean())
     else:
         cfg = point.cfg
         es_retain = float(per_example_es(point.model, point.retain_es, pad_token_id(point.tokenizer), cfg.batch_size,

@@ -184,22 +184,24 @@ def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     return _scores_from_logits(logits, ids_a, mask_a)
 
 
-def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args) -> dict[str, AnswerScores]:
-    """Scores of each record's answers under ``keys`` plus its perturbed answers; returns
-    {key: [N]} and "perturbed": [N, k].
+def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args,
+            perturbed: bool = True) -> dict[str, AnswerScores]:
+    """Scores of each record's answers under ``keys`` plus (``perturbed``) its perturbed
+    answers; returns {key: [N]} and "perturbed": [N, k].
 
     HF models score each question's answers with one prompt pass (``grouped_answer_scores``);
     anything else (the whole-sequence stand-ins of the definition tests) pair by pair, which
     a test shows gives the same numbers.
     """
     questions = [r["question"] for r in records]
-    groups = [[r[key] for key in keys] + list(r["perturbed_answer"]) for r in records]
+    groups = [[r[key] for key in keys] + (list(r["perturbed_answer"]) if perturbed else []) for r in records]
     if isinstance(model, PreTrainedModel):
         scores = grouped_answer_scores(model, tokenizer, questions, groups, *args)
     else:
         pairs = [(q, a) for q, group in zip(questions, groups) for a in group]
         scores = answer_scores(model, tokenizer, pairs, *args).view(len(records), -1)
-    return {**{key: scores[:, j] for j, key in enumerate(keys)}, "perturbed": scores[:, len(keys):]}
+    named = {key: scores[:, j] for j, key in enumerate(keys)}
+    return {**named, "perturbed": scores[:, len(keys):]} if perturbed else named
 
 
 # --------------------------------------------------------------------------- functions of losses
@@ -298,6 +300,13 @@ def split_scores(model, tokenizer, records: Sequence[dict], correct_key: str,
     """One scored pass over a split: "answer", ``correct_key`` and "perturbed"."""
     keys = list(dict.fromkeys(["answer", correct_key]))
     return _scored(model, tokenizer, records, keys, (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt))
+
+
+def split_answer_scores(model, tokenizer, records: Sequence[dict], cfg: TofuEvalConfig) -> AnswerScores:
+    """The scores of a split's answers alone (ES), without the paraphrased and perturbed ones
+    that make up most of ``split_scores``' sequences (6 of 7 on TOFU's forget split)."""
+    return _scored(model, tokenizer, records, ["answer"], (cfg.max_length, cfg.batch_size, cfg.device,
+                                                           cfg.system_prompt), perturbed=False)["answer"]
 
 
 def split_parts(scored: dict[str, AnswerScores], generated: Sequence[str], records: Sequence[dict], prefix: str,
