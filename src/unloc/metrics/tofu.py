@@ -77,14 +77,26 @@ class AnswerScores:
         return AnswerScores(self.loss.view(*shape), self.k_star.view(*shape), self.length.view(*shape))
 
 
+def _token_scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] log p(target) and whether the target is the argmax, from ``logits`` [B, T, V]."""
+    logits = logits.float()
+    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    return logp, logits.argmax(-1) == targets
+
+
+def _scores_from_token_scores(logp: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor) -> AnswerScores:
+    """Scores of answers whose tokens (EOS last) are left-aligned in [B, T] ``logp`` and
+    ``correct`` (``_token_scores``), with ``mask`` marking real tokens."""
+    logp = logp * mask
+    length = mask.sum(1) - 1
+    k_star = k_star_from_correct(correct, length)
+    return AnswerScores((-logp.sum(1) / mask.sum(1)).double().cpu(), k_star.cpu(), length.cpu())
+
+
 def _scores_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> AnswerScores:
     """Scores of answers whose tokens (EOS last) are ``targets`` [B, T] left-aligned, with
     ``logits`` [B, T, V] predicting each of them and ``mask`` marking real tokens."""
-    logits = logits.float()
-    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * mask
-    length = mask.sum(1) - 1
-    k_star = k_star_from_correct(logits.argmax(-1) == targets, length)
-    return AnswerScores((-logp.sum(1) / mask.sum(1)).double().cpu(), k_star.cpu(), length.cpu())
+    return _scores_from_token_scores(*_token_scores(logits, targets), mask)
 
 
 @torch.no_grad()
@@ -179,9 +191,12 @@ def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     attention = torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1)
     logits = model(input_ids=ids_a[:, :-1], attention_mask=attention,
                    position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache).logits
-    # the prompt's last position predicts the first answer token; answer position t predicts t + 1
-    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), logits], 1)
-    return _scores_from_logits(logits, ids_a, mask_a)
+    # the prompt's last position predicts the first answer token; answer position t predicts t + 1.
+    # Scored apart and joined as [B, T] scores: joining the [B, T, V] logits copied them all.
+    first = _token_scores(out.logits[:, -1:].repeat_interleave(k, 0), ids_a[:, :1])
+    rest = _token_scores(logits, ids_a[:, 1:])
+    logp, correct = (torch.cat(pair, 1) for pair in zip(first, rest))
+    return _scores_from_token_scores(logp, correct, mask_a)
 
 
 def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args,
