@@ -49,8 +49,12 @@ def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name
     merged = load_config(name)
     section3 = [t for t in merged["tables"] if TABLES[t].scenario == ORIGINAL]  # their LRs
     figure_objectives = [s.objective for s in check_config(merged).figure_settings.values()]  # Figure 1's
+    # Table 6's experiment: its injection, and the size of the generated PII world when it runs on one
+    table6 = merged["table6"]["config"] if "table6" in merged["tables"] else None
+    pii = [] if table6 is None else ["table6.config.inject", *(["table6.config.data.pii"]
+                                                              if table6["data"].get("source") == "pii" else [])]
     sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives]),
-                *(f"original.{t}" for t in section3)]
+                *(f"original.{t}" for t in section3), *pii]
     tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
     missing = sorted(tiny - leaves(own))
     assert not missing, f"{name} inherits the tiny model's {', '.join(missing)}"
@@ -211,9 +215,11 @@ def test_table6_runs_section4_in_an_experiment_of_its_own_on_pii_records():
     assert sub["unlearn"]["objectives"] == ["npo"] and sub["unlearn"]["localizers"] == ["oracle", "random"]
     assert sub["mix"]["metrics"] == ["es"]  # AUES only: FS and RS
     assert "table6" not in sub  # so it nests no further
-    # everything else is this config's: the model, its training runs, the objective's LR
-    for key in ("model", "pretrain", "finetune_retain", "inject", "precision"):
+    # everything else is this config's (the model, its training runs, the objective's LR), but for
+    # what table6.config sets: the injection's LR and batch size for the PII world
+    for key in ("model", "pretrain", "finetune_retain", "precision"):
         assert sub[key] == config[key]
+    assert sub["inject"] == {**config["inject"], **config["table6"]["config"]["inject"]}
     assert sub["unlearn"]["npo"] == config["unlearn"]["npo"]
     assert check_config(load_config()).experiment_configs == {}  # the quick config builds no Table 6
 
