@@ -50,9 +50,11 @@ def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name
     section3 = [t for t in merged["tables"] if TABLES[t].scenario == ORIGINAL]  # their LRs
     figure_objectives = [s.objective for s in check_config(merged).figure_settings.values()]  # Figure 1's
     # Table 6's experiment: its injection, and the size of the generated PII world when it runs on one
-    table6 = merged["table6"]["config"] if "table6" in merged["tables"] else None
-    pii = [] if table6 is None else ["table6.config.inject", *(["table6.config.data.pii"]
-                                                              if table6["data"].get("source") == "pii" else [])]
+    pii = []
+    if "table6" in merged["tables"]:
+        pii.append("table6.config.inject")
+        if merged["table6"]["config"]["data"].get("source") == "pii":
+            pii.append("table6.config.data.pii")
     sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives]),
                 *(f"original.{t}" for t in section3), *pii]
     tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
