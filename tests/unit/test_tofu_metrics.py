@@ -325,3 +325,22 @@ def test_grouped_scoring_equals_scoring_each_pair(tokenizer, llama, chat):
     pairs = [(q, a) for q, g in zip(questions, groups) for a in g]
     single = answer_losses(llama, tokenizer, pairs, MAX_LEN, batch_size=1).view(3, 3)
     torch.testing.assert_close(grouped, single, rtol=0, atol=1e-5)
+
+
+def test_the_lm_head_on_real_answer_positions_scores_as_the_models_own_logits(tokenizer, llama, monkeypatch):
+    """Grouped scoring runs the LM head on real answer positions only, in chunks smaller than a
+    batch; the losses and ES equal those of the model's full logits (padding included)."""
+    from unloc.metrics import tofu
+
+    assert llama.config.model_type in tofu.HEAD_IS_LOGITS
+    questions = ["Where?", "Where was the author born?", "Which award did he win for his debut in Lisbon?"]
+    groups = [["Lisbon.", "The author was born in Lisbon, a city by the sea.", "A"],
+              ["In Lisbon.", "She writes gothic mystery novels.", "He"],
+              ["The Golden Quill.", "Her father was a baker and her mother a pilot.", "No."]]
+    monkeypatch.setattr(tofu, "HEAD_ROWS", 7)  # several chunks, one of them partial
+    ours = tofu.grouped_answer_scores(llama, tokenizer, questions, groups, MAX_LEN, batch_size=9)
+    monkeypatch.setattr(tofu, "HEAD_IS_LOGITS", frozenset())
+    full = tofu.grouped_answer_scores(llama, tokenizer, questions, groups, MAX_LEN, batch_size=9)
+    torch.testing.assert_close(ours.loss, full.loss, rtol=0, atol=1e-6)
+    assert torch.equal(ours.k_star, full.k_star) and torch.equal(ours.length, full.length)
+    assert (ours.length > 0).all() and ours.length.max() > 3 * ours.length.min()  # padding was skipped

@@ -189,14 +189,38 @@ def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     start = mask_p.sum(-1).repeat_interleave(k)[:, None]
     # the answer's last token (EOS) predicts nothing we score
     attention = torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1)
-    logits = model(input_ids=ids_a[:, :-1], attention_mask=attention,
-                   position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache).logits
+    inputs = dict(input_ids=ids_a[:, :-1], attention_mask=attention,
+                  position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache)
     # the prompt's last position predicts the first answer token; answer position t predicts t + 1.
     # Scored apart and joined as [B, T] scores: joining the [B, T, V] logits copied them all.
     first = _token_scores(out.logits[:, -1:].repeat_interleave(k, 0), ids_a[:, :1])
-    rest = _token_scores(logits, ids_a[:, 1:])
+    targets, real = ids_a[:, 1:], mask_a[:, 1:].bool()
+    if getattr(model.config, "model_type", None) in HEAD_IS_LOGITS:
+        rest = _head_token_scores(model, model.get_decoder()(**inputs).last_hidden_state, targets, real)
+    else:
+        rest = _token_scores(model(**inputs).logits, targets)
     logp, correct = (torch.cat(pair, 1) for pair in zip(first, rest))
     return _scores_from_token_scores(logp, correct, mask_a)
+
+
+HEAD_IS_LOGITS = frozenset({"llama", "olmo2", "mistral", "qwen2", "phi3"})
+"""Model types whose logits are exactly the output embedding of the decoder's last hidden state
+(no soft-capping or scaling after it): their scoring runs the LM head on real answer positions only."""
+HEAD_ROWS = 512
+"""Positions per LM-head chunk: [512, V] logits stay in cache where a batch's [B, T, V] would not."""
+
+
+def _head_token_scores(model, hidden: torch.Tensor, targets: torch.Tensor,
+                       real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_token_scores`` of the LM head on ``hidden`` [B, T, H] where ``real`` [B, T] (padding,
+    about a fifth of a group's answer positions, is left at 0 and masked out after), in chunks."""
+    head, h, t = model.get_output_embeddings(), hidden[real], targets[real]
+    chunks = [_token_scores(head(h[i:i + HEAD_ROWS]), t[i:i + HEAD_ROWS]) for i in range(0, len(h), HEAD_ROWS)]
+    logp = torch.zeros(real.shape, dtype=torch.float32, device=hidden.device)
+    correct = torch.zeros(real.shape, dtype=torch.bool, device=hidden.device)
+    if chunks:
+        logp[real], correct[real] = torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    return logp, correct
 
 
 def _scored(model, tokenizer, records: Sequence[dict], keys: Sequence[str], args,
