@@ -1,12 +1,15 @@
-"""Run the real workflow in a scratch directory and read which jobs it would run."""
+"""Run the real workflow in a scratch directory, read which jobs it would run, and interrupt it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -78,3 +81,90 @@ def fresh_workdir(tmp: Path, config: dict) -> Path:
         shutil.rmtree(tmp)
     write_config(tmp, config)
     return tmp
+
+
+# --------------------------------------------------------------------------- interrupted builds
+
+# Timing-independent parts of the outputs: figures' PDFs carry a creation date, logs and
+# training logs their seconds, ES results how long they took.
+TIMED = ("logs/", "train_logs/", "train_log.csv", ".pdf", ".log")
+
+
+def deterministic_outputs(workdir: Path) -> dict[str, bytes]:
+    """Every result file of ``workdir`` whose bytes do not depend on timing, by relative path."""
+    out = {}
+    for path in sorted((workdir / "results").rglob("*")):
+        rel = str(path.relative_to(workdir))
+        if not path.is_file() or any(part in rel or rel.endswith(part) for part in TIMED):
+            continue
+        data = path.read_bytes()
+        if "/es/" in rel:  # drop the timing of an ES result
+            data = json.dumps({k: v for k, v in json.loads(data).items() if k != "seconds"}).encode()
+        out[rel] = data
+    return out
+
+
+def stage_processes(workdir: Path, stage: str, fragment: str = "") -> list[int]:
+    """pids of the `unloc <stage>` processes running in ``workdir`` with ``fragment`` in an argument."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if (b"unloc.cli" in args and stage.encode() in args and any(fragment.encode() in a for a in args)
+                and Path(cwd) == workdir):
+            pids.append(int(proc.name))
+    return pids
+
+
+def rebuild_with_a_killed_job(tmp_path: Path, built: Path, removed: list[str], stage: str, fragment: str,
+                              mid_run_s: float, kill_scheduler: bool) -> Path:
+    """A copy of ``built`` without the ``removed`` results (a stage's outputs and everything after
+    them), rebuilt by `rule all` with the first `unloc <stage>` job matching ``fragment`` killed
+    (SIGKILL) ``mid_run_s`` after it starts, alone or with Snakemake and every job it started;
+    then a plain rerun (after `--unlock` where Snakemake died). Returns the rebuilt workdir."""
+    workdir = tmp_path / "run"
+    shutil.copytree(built, workdir, symlinks=True)
+    for rel in removed:
+        if (workdir / rel).is_dir():
+            shutil.rmtree(workdir / rel)
+        else:
+            (workdir / rel).unlink()
+    with open(tmp_path / "interrupted.log", "w") as log:
+        scheduler = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+                                      str(workdir / "config.yaml"), "--cores", "2"], cwd=workdir, env=env(),
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not (victims := stage_processes(workdir, stage, fragment)):
+            assert scheduler.poll() is None, (tmp_path / "interrupted.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no {stage} job ({fragment}) started"
+            time.sleep(0.05)
+        time.sleep(mid_run_s)  # the job has loaded its model and is computing
+        if kill_scheduler:
+            os.killpg(scheduler.pid, signal.SIGKILL)  # Snakemake and every job it started
+        else:
+            os.kill(victims[0], signal.SIGKILL)  # one job; the scheduler sees it fail
+        scheduler.wait(timeout=RUN_TIMEOUT_S)
+    assert scheduler.returncode != 0
+    assert not list((workdir / "results").rglob("*.tmp-*")), "a half-written file was left"
+    if kill_scheduler:
+        locked = snakemake(workdir, "--cores", "2", check=False)
+        assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+        snakemake(workdir, "--unlock")
+    assert planned_jobs(workdir), "the interrupted run finished everything: nothing was interrupted"
+    snakemake(workdir, "--cores", "2")  # the plain rerun
+    assert planned_jobs(workdir) == set(), "the rerun left work undone"
+    return workdir
+
+
+def assert_bit_identical(workdir: Path, built: Path) -> dict[str, bytes]:
+    """Every deterministic result of ``workdir`` is byte for byte that of ``built``; returns them."""
+    ours, uninterrupted = deterministic_outputs(workdir), deterministic_outputs(built)
+    assert ours.keys() == uninterrupted.keys()
+    differ = sorted(k for k in ours if ours[k] != uninterrupted[k])
+    assert not differ, f"not bit-identical to the uninterrupted build: {differ}"
+    return ours

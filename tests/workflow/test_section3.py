@@ -1,7 +1,8 @@
 """seeds/000 Section 3 through the workflow, on a copy of the quick build: θfull, every mask of
 Tables 1, 3, 4 and 5 (the attribution localizers scored on θfull, Random drawn over all value
 vectors or weights), their unlearning runs from θfull and sweeps, and the four tables; nothing
-of Section 4 reruns, and one changed value reruns exactly what depends on it."""
+of Section 4 reruns, one changed value reruns exactly what depends on it, and a job killed with
+SIGKILL loses nothing."""
 
 import copy
 import shutil
@@ -13,7 +14,7 @@ from unloc.localizers import LOCALIZERS
 from unloc.masks import load_mask, n_selected
 from unloc.tables import ORIGINAL, TABLES
 
-from helpers import planned_jobs, snakemake, write_config
+from helpers import assert_bit_identical, planned_jobs, rebuild_with_a_killed_job, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +135,24 @@ def test_the_report_holds_every_table_with_its_caption(section3):
     for n in (1, 2, 3, 4, 5):
         assert f"Table {n} of the paper on this run" in html, n
     assert "snakemake.params.caption" not in html  # rendered, not the template
+
+
+# MemFlex's Table 1 chain: its masks (both seeds), its runs and sweeps, and the table
+MEMFLEX_CHAIN = ["results/quick/original/masks/memflex", "results/quick/original/unlearn/table1/memflex",
+                 "results/quick/original/mix/table1/memflex", "results/quick/tables/table1.csv",
+                 "results/quick/tables/table1.md"]
+
+
+@pytest.mark.parametrize("stage,fragment,mid_run_s,kill_scheduler", [
+    ("localize", "/memflex/", 3.0, True),
+    ("mix_eval", "/table1/memflex/", 2.0, False),
+], ids=["memflex-localizer-and-scheduler-killed", "section3-sweep-killed"])
+def test_a_plain_rerun_after_kill_9_of_a_section3_job_completes_bit_identical(section3, tmp_path, stage, fragment,
+                                                                             mid_run_s, kill_scheduler):
+    """A scored localizer writes two artifacts (mask and scores): killed between or during them,
+    with Snakemake, the rerun redoes both; a Section 3 sweep killed alone is redone too."""
+    built = section3[0]
+    workdir = rebuild_with_a_killed_job(tmp_path, built, MEMFLEX_CHAIN, stage, fragment, mid_run_s, kill_scheduler)
+    ours = assert_bit_identical(workdir, built)
+    assert {f"results/quick/original/masks/memflex/p0.1/s{s}/{f}.safetensors"
+            for s in SEEDS for f in ("mask", "scores")} <= ours.keys()
