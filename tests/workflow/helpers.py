@@ -42,11 +42,16 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """Snakemake on the repository's Snakefile in ``workdir``, with ``workdir/config.yaml`` as the
-    --configfile unless ``args`` give one (the defaults are always the repository's config.yaml)."""
+    --configfile unless ``args`` give one."""
     config = [] if "--configfile" in args else ["--configfile", str(workdir / "config.yaml")]
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *config, *args]
+    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *config, *args]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``snakemake_command`` run to completion (the defaults are always the repository's config.yaml)."""
+    cmd = snakemake_command(workdir, *args)
     proc = subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
@@ -90,7 +95,7 @@ def fresh_workdir(tmp: Path, config: dict) -> Path:
 TIMED = ("logs/", "train_logs/", "train_log.csv", ".pdf", ".log")
 
 
-def deterministic_outputs(workdir: Path) -> dict[str, bytes]:
+def timing_free_outputs(workdir: Path) -> dict[str, bytes]:
     """Every result file of ``workdir`` whose bytes do not depend on timing, by relative path."""
     out = {}
     for path in sorted((workdir / "results").rglob("*")):
@@ -135,9 +140,8 @@ def rebuild_with_a_killed_job(tmp_path: Path, built: Path, removed: list[str], s
         else:
             (workdir / rel).unlink()
     with open(tmp_path / "interrupted.log", "w") as log:
-        scheduler = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-                                      str(workdir / "config.yaml"), "--cores", "2"], cwd=workdir, env=env(),
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        scheduler = subprocess.Popen(snakemake_command(workdir, "--cores", "2"), cwd=workdir, env=env(), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while not (victims := stage_processes(workdir, stage, fragment)):
             assert scheduler.poll() is None, (tmp_path / "interrupted.log").read_text()[-3000:]
@@ -162,8 +166,8 @@ def rebuild_with_a_killed_job(tmp_path: Path, built: Path, removed: list[str], s
 
 
 def assert_bit_identical(workdir: Path, built: Path) -> dict[str, bytes]:
-    """Every deterministic result of ``workdir`` is byte for byte that of ``built``; returns them."""
-    ours, uninterrupted = deterministic_outputs(workdir), deterministic_outputs(built)
+    """Every timing-free result of ``workdir`` is byte for byte that of ``built``; returns them."""
+    ours, uninterrupted = timing_free_outputs(workdir), timing_free_outputs(built)
     assert ours.keys() == uninterrupted.keys()
     differ = sorted(k for k in ours if ours[k] != uninterrupted[k])
     assert not differ, f"not bit-identical to the uninterrupted build: {differ}"
