@@ -32,7 +32,7 @@ from unloc.metrics.tofu import (
     utility_parts,
 )
 
-from tinymodels import make_tiny_model
+from tinymodels import GoldProbability, make_tiny_model
 
 MAX_LEN = 64
 REL = 1e-5  # token_logprobs works in float32
@@ -41,38 +41,6 @@ REL = 1e-5  # token_logprobs works in float32
 @pytest.fixture(scope="module")
 def llama(tokenizer):
     return make_tiny_model(seed=2, vocab=len(tokenizer))
-
-
-class GoldProbability(torch.nn.Module):
-    """Puts probability ``p(row)`` on the next input token (``eos_p`` when it is EOS).
-
-    ``generate`` continues each (left-padded) prompt with ``generations[prompt]``, or EOS.
-    """
-
-    def __init__(self, vocab: int, eos_id: int, p_of_row=lambda row: 1.0 / 2, eos_p: float | None = None,
-                 generations: dict | None = None):
-        super().__init__()
-        self.vocab, self.eos_id, self.p_of_row, self.eos_p = vocab, eos_id, p_of_row, eos_p
-        self.generations = generations or {}
-
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
-        rows = [self.generations.get(tuple(ids[mask.bool()].tolist()), [self.eos_id])[:max_new_tokens]
-                for ids, mask in zip(input_ids, attention_mask)]
-        new = torch.full((len(rows), max(map(len, rows))), pad_token_id)
-        for i, row in enumerate(rows):
-            new[i, :len(row)] = torch.tensor(row)
-        return torch.cat([input_ids, new], dim=1)
-
-    def forward(self, input_ids, attention_mask):
-        logits = torch.zeros(*input_ids.shape, self.vocab, dtype=torch.float64)
-        for b in range(input_ids.shape[0]):
-            row = tuple(input_ids[b][attention_mask[b].bool()].tolist())
-            for t in range(input_ids.shape[1] - 1):
-                gold = int(input_ids[b, t + 1])
-                p = self.eos_p if gold == self.eos_id and self.eos_p is not None else self.p_of_row(row)
-                logits[b, t] = math.log((1 - p) / (self.vocab - 1))
-                logits[b, t, gold] = math.log(p)
-        return SimpleNamespace(logits=logits)
 
 
 def uniform_model(vocab):

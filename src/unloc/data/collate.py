@@ -46,6 +46,22 @@ def answer_ids(tokenizer, answer: str) -> list[int]:
     return list(_token_ids(tokenizer, text))
 
 
+def template_answer_ids(tokenizer, question: str, answer: str, system_prompt: str | None = None) -> list[int]:
+    """open-unlearning's answer labels: the tokens of the whole chat (prompt and assistant turn)
+    after the prompt's, that is the answer and the template's end of turn (SmolLM2:
+    ``<|im_end|>``, ``\n``), then EOS unless the chat already ends in it. Without a chat
+    template, the answer and EOS (``answer_ids``)."""
+    eos = tokenizer.eos_token_id
+    if not getattr(tokenizer, "chat_template", None):
+        return answer_ids(tokenizer, answer) + [eos]
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    chat = list(_token_ids(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False)))
+    tail = chat[len(prompt_ids(tokenizer, question, system_prompt)):]
+    return tail if chat[-1] == eos else tail + [eos]
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]

@@ -97,7 +97,8 @@ class PointScores:
         if role not in self._generated:
             cfg, questions = self.cfg, [r["question"] for r in self.roles[role]]
             self._generated[role] = greedy_generate(self.model, self.tokenizer, questions, cfg.max_new_tokens,
-                                                    cfg.batch_size, cfg.system_prompt, cfg.device)
+                                                    cfg.batch_size, cfg.system_prompt, cfg.device,
+                                                    cfg.conventions.mask_pad_tokens)
         return self._generated[role]
 
     def truth_ratios(self, role: str) -> torch.Tensor:

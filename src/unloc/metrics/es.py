@@ -39,14 +39,15 @@ def k_star_from_correct(correct: torch.Tensor, length: torch.Tensor) -> torch.Te
     return torch.where(wrong, pos, torch.full_like(pos, -1)).amax(1) + 1
 
 
-def es_from_k_star(k_star: torch.Tensor, length: torch.Tensor, convention: str = "paper") -> torch.Tensor:
-    """ES = 1 - k*/|y| under ``convention`` (module docstring); float32 on the CPU."""
+def es_from_k_star(k_star: torch.Tensor, length: torch.Tensor, convention: str = "paper",
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """ES = 1 - k*/|y| under ``convention`` (module docstring), on the CPU."""
     if convention not in ES_CONVENTIONS:
         raise ValueError(f"unknown ES convention {convention!r}: allowed {', '.join(ES_CONVENTIONS)}")
     k, n = k_star.cpu(), length.cpu()
     if convention == "open_unlearning":
         k = torch.minimum(k, (n - 1).clamp(min=0))
-    return 1.0 - k.float() / n.clamp(min=1).float()
+    return 1.0 - k.to(dtype) / n.clamp(min=1).to(dtype)
 
 
 @torch.no_grad()

@@ -56,8 +56,12 @@ def _generate_ids(model, input_ids, attention, max_new_tokens: int, pad_id: int,
 
 
 def greedy_generate(model, tokenizer, questions: list[str], max_new_tokens: int, batch_size: int = 32,
-                    system_prompt: str | None = None, device: str = "cpu") -> list[str]:
-    """Greedy answers to ``questions``, batched; equal to ``generate_one_at_a_time``."""
+                    system_prompt: str | None = None, device: str = "cpu", mask_pad_tokens: bool = False) -> list[str]:
+    """Greedy answers to ``questions``, batched; equal to ``generate_one_at_a_time``.
+
+    ``mask_pad_tokens``: attend to no pad-id token of the prompt, as open-unlearning does (with
+    pad = EOS, no end-of-turn token; ``generate`` then also leaves them out of the position ids).
+    """
     prompts = [prompt_ids(tokenizer, q, system_prompt) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     pad_id, eos_ids = pad_token_id(tokenizer), eos_token_ids(model, tokenizer)
@@ -65,6 +69,8 @@ def greedy_generate(model, tokenizer, questions: list[str], max_new_tokens: int,
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         input_ids, attention = left_pad([prompts[i] for i in rows], pad_id)
+        if mask_pad_tokens:
+            attention = attention * (input_ids != pad_id)
         new = _generate_ids(model, input_ids.to(device), attention.to(device), max_new_tokens, pad_id, eos_ids)
         for i, ids in zip(rows, new):
             texts[i] = decode_until_eos(tokenizer, ids, eos_ids)

@@ -17,10 +17,11 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import stats
 from transformers import PreTrainedModel
 
-from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids
+from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids, template_answer_ids
 from unloc.metrics.es import es_from_k_star, k_star_from_correct
 from unloc.metrics.generation import greedy_generate, left_pad, pad_token_id
 from unloc.scoring import align_answers
@@ -47,40 +48,95 @@ UTILITY_SPLITS = (("retain", "retain_perturbed", False),
 
 
 @dataclass(frozen=True)
+class Conventions:
+    """How answers are tokenized, attended to and scored: unloc's own (docs/metrics.md) or
+    open-unlearning's, so that numbers can sit next to its published ones. Only
+    ``template_labels`` and ``mask_pad_tokens`` change what a forward pass computes."""
+
+    name: str
+    es: str  # ES convention (es.py)
+    template_labels: bool  # label the chat template's end of turn too (collate.template_answer_ids)
+    mask_pad_tokens: bool  # attention 0 on every pad-id token, prompt included (pad = EOS: each end of turn)
+    eps: float  # added to the denominators of truth ratio, normalised probability and closer-to-1
+    # token log-probs as open-unlearning's cross_entropy over [B, V, T] logits computes them: on the CPU
+    # that float32 kernel is off by up to 2e-4 per token (log_softmax over the last dim: 1e-5), which moves
+    # its probabilities in the 5th digit
+    spatial_cross_entropy: bool = False
+
+
+CONVENTIONS = {
+    "unloc": Conventions("unloc", "paper", template_labels=False, mask_pad_tokens=False, eps=0.0),
+    "open_unlearning": Conventions("open_unlearning", "open_unlearning", template_labels=True,
+                                   mask_pad_tokens=True, eps=1e-10, spatial_cross_entropy=True),
+}
+
+
+@dataclass(frozen=True)
 class TofuEvalConfig:
     max_length: int
     batch_size: int
     max_new_tokens: int
     system_prompt: str | None = None
     device: str = "cpu"
+    conventions: Conventions = CONVENTIONS["unloc"]
+
+    @property
+    def scoring(self) -> tuple:
+        """The arguments ``answer_scores`` and ``grouped_answer_scores`` take after the answers."""
+        return self.max_length, self.batch_size, self.device, self.system_prompt, self.conventions
 
 
 # --------------------------------------------------------------------------- losses
 
 
+MIN_K_FRACTION = 0.4
+"""Min-k% Prob's k (metrics/mia.py), open-unlearning's TOFU setting: reduced inside every scoring
+pass, so the MIA needs no per-token tensors kept and no pass of its own."""
+
+
 @dataclass(frozen=True)
 class AnswerScores:
     """What one teacher-forced pass tells about each answer: its per-token mean NLL (answer +
-    EOS) and ES's k* (es.py), so ES needs no pass of its own. Tensors share one shape."""
+    EOS), ES's k* (es.py), so ES needs no pass of its own, and its Min-k% Prob score (minus
+    the mean of its ``MIN_K_FRACTION`` lowest token log-probs, ``mia.min_k_score``). Tensors
+    share one shape."""
 
     loss: torch.Tensor  # float64
     k_star: torch.Tensor  # long
     length: torch.Tensor  # long: answer tokens without EOS
+    min_k: torch.Tensor  # float64
 
-    def es(self, convention: str = "paper") -> torch.Tensor:
-        return es_from_k_star(self.k_star.flatten(), self.length.flatten(), convention).view(self.length.shape)
+    def es(self, convention: str = "paper", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return es_from_k_star(self.k_star.flatten(), self.length.flatten(), convention, dtype).view(self.length.shape)
 
     def __getitem__(self, index) -> AnswerScores:
-        return AnswerScores(self.loss[index], self.k_star[index], self.length[index])
+        return AnswerScores(self.loss[index], self.k_star[index], self.length[index], self.min_k[index])
 
     def view(self, *shape) -> AnswerScores:
-        return AnswerScores(self.loss.view(*shape), self.k_star.view(*shape), self.length.view(*shape))
+        return AnswerScores(self.loss.view(*shape), self.k_star.view(*shape), self.length.view(*shape),
+                            self.min_k.view(*shape))
+
+    @staticmethod
+    def empty(*shape) -> AnswerScores:
+        return AnswerScores(torch.empty(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.long),
+                            torch.empty(shape, dtype=torch.long), torch.empty(shape, dtype=torch.float64))
+
+    def put(self, index, scores: AnswerScores) -> None:
+        """Write ``scores`` into rows ``index`` of these (preallocated) tensors."""
+        for name in ("loss", "k_star", "length", "min_k"):
+            getattr(self, name)[index] = getattr(scores, name)
 
 
-def _token_scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, T] log p(target) and whether the target is the argmax, from ``logits`` [B, T, V]."""
+def _token_scores(logits: torch.Tensor, targets: torch.Tensor,
+                  spatial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] log p(target) and whether the target is the argmax, from ``logits`` [B, T, V];
+    ``spatial``: log p as ``Conventions.spatial_cross_entropy`` says."""
     logits = logits.float()
-    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    if spatial:  # each position as a [V, 1] "image": the kernel of a [B, V, T] cross_entropy
+        flat = logits.reshape(-1, logits.shape[-1], 1)
+        logp = -F.cross_entropy(flat, targets.reshape(-1, 1), reduction="none").view(targets.shape)
+    else:
+        logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
     return logp, logits.argmax(-1) == targets
 
 
@@ -90,7 +146,19 @@ def _scores_from_token_scores(logp: torch.Tensor, correct: torch.Tensor, mask: t
     logp = logp * mask
     length = mask.sum(1) - 1
     k_star = k_star_from_correct(correct, length)
-    return AnswerScores((-logp.sum(1) / mask.sum(1)).double().cpu(), k_star.cpu(), length.cpu())
+    return AnswerScores((-logp.sum(1) / mask.sum(1)).double().cpu(), k_star.cpu(), length.cpu(),
+                        _min_k(logp, mask.bool()).cpu())
+
+
+def _min_k(logp: torch.Tensor, mask: torch.Tensor, k: float = MIN_K_FRACTION) -> torch.Tensor:
+    """[B] ``mia.min_k_score`` of each row's real tokens, batched: sort each row with padding
+    last, then average the first max(1, floor(n * k)) (n * k in float64, as the definition's)."""
+    n = mask.sum(1)
+    lowest = torch.where(mask, logp.double(), torch.inf).sort(1).values
+    take = (n.double() * k).floor().long().clamp(min=1)
+    keep = torch.arange(logp.shape[1], device=logp.device)[None, :] < take[:, None]
+    mean = torch.where(keep, lowest, 0.0).sum(1) / take
+    return torch.where(n > 0, -mean, 0.0)
 
 
 def _scores_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> AnswerScores:
@@ -101,18 +169,20 @@ def _scores_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch
 
 @torch.no_grad()
 def answer_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
-                  device: str = "cpu", system_prompt: str | None = None) -> AnswerScores:
+                  device: str = "cpu", system_prompt: str | None = None,
+                  conventions: Conventions = CONVENTIONS["unloc"]) -> AnswerScores:
     """[N] scores of each (question, answer) pair, one right-padded causal pass per batch.
 
     Pairs are sorted by length before batching so a batch pads little; a right-padded causal
     pass gives every real token the logits it would get alone, so the result does not
-    depend on ``batch_size`` (up to float rounding).
+    depend on ``batch_size`` (up to float rounding). unloc's conventions only: the others are
+    implemented by ``grouped_answer_scores``, which every Hugging Face model is scored with.
     """
+    if conventions != CONVENTIONS["unloc"]:
+        raise ValueError(f"{conventions.name} conventions need a Hugging Face model (grouped_answer_scores)")
     encoded = [encode_qa(tokenizer, q, a, max_length, system_prompt) for q, a in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    loss = torch.empty(len(encoded), dtype=torch.float64)
-    k_star = torch.empty(len(encoded), dtype=torch.long)
-    length = torch.empty(len(encoded), dtype=torch.long)
+    out = AnswerScores.empty(len(encoded))
     pad_id = pad_token_id(tokenizer)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -123,9 +193,8 @@ def answer_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
         cols, mask = align_answers(batch["labels"], batch["attention_mask"])
         targets = torch.where(mask, batch["labels"].gather(1, cols), 0)
         pred = logits.gather(1, (cols - 1).to(logits.device)[..., None].expand(-1, -1, logits.shape[-1]))
-        scores = _scores_from_logits(pred, targets.to(logits.device), mask.to(logits.device).long())
-        loss[rows], k_star[rows], length[rows] = scores.loss, scores.k_star, scores.length
-    return AnswerScores(loss, k_star, length)
+        out.put(rows, _scores_from_logits(pred, targets.to(logits.device), mask.to(logits.device).long()))
+    return out
 
 
 def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int = 32,
@@ -137,32 +206,36 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length
 @torch.no_grad()
 def grouped_answer_scores(model, tokenizer, questions: Sequence[str], answer_groups: Sequence[Sequence[str]],
                           max_length: int, batch_size: int = 32, device: str = "cpu",
-                          system_prompt: str | None = None) -> AnswerScores:
+                          system_prompt: str | None = None,
+                          conventions: Conventions = CONVENTIONS["unloc"]) -> AnswerScores:
     """[N, k] scores of k answers to each of N questions.
 
     The same numbers as ``answer_scores`` on every (question, answer) pair, but each prompt
     runs once: its KV cache is repeated for the k answers (truth ratios score 4-7 answers per
     question, and the prompt is about half of each sequence). Prompts are left-padded with
-    explicit position ids, so every token sees what it would see alone.
+    explicit position ids, so every token sees what it would see alone. ``conventions`` say
+    which tokens are labelled and attended to (``Conventions``).
     """
     k = len(answer_groups[0]) if answer_groups else 0
     if any(len(g) != k for g in answer_groups):
         raise ValueError("every question needs the same number of answers")
     pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
     prompts = [prompt_ids(tokenizer, q, system_prompt) for q in questions]
-    answers = [[answer_ids(tokenizer, a)[: max(max_length - len(p) - 1, 1)] + [eos] for a in group]
-               for p, group in zip(prompts, answer_groups)]
+    if conventions.template_labels:
+        answers = [[template_answer_ids(tokenizer, q, a, system_prompt) for a in group]
+                   for q, group in zip(questions, answer_groups)]
+    else:
+        answers = [[answer_ids(tokenizer, a)[: max(max_length - len(p) - 1, 1)] + [eos] for a in group]
+                   for p, group in zip(prompts, answer_groups)]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(len(a) for a in answers[i]))
-    loss = torch.empty(len(prompts), k, dtype=torch.float64)
-    k_star = torch.empty(len(prompts), k, dtype=torch.long)
-    length = torch.empty(len(prompts), k, dtype=torch.long)
+    out = AnswerScores.empty(len(prompts), k)
     per_batch = max(1, batch_size // k)
     for start in range(0, len(order), per_batch):
         items = order[start:start + per_batch]
-        scores = _group_scores(model, [prompts[i] for i in items], [answers[i] for i in items], k, pad, device)
-        scores = scores.view(len(items), k)
-        loss[items], k_star[items], length[items] = scores.loss, scores.k_star, scores.length
-    return AnswerScores(loss, k_star, length)
+        scores = _group_scores(model, [prompts[i] for i in items], [answers[i] for i in items], k, pad, device,
+                               conventions)
+        out.put(items, scores.view(len(items), k))
+    return out
 
 
 def grouped_answer_losses(model, tokenizer, questions, answer_groups, max_length: int, batch_size: int = 32,
@@ -172,10 +245,15 @@ def grouped_answer_losses(model, tokenizer, questions, answer_groups, max_length
                                  system_prompt).loss
 
 
-def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
-    ids_p, mask_p = (t.to(device) for t in left_pad(prompts, pad))
+def _group_scores(model, prompts, answers, k, pad, device,
+                  conventions: Conventions = CONVENTIONS["unloc"]) -> AnswerScores:
+    mask_pad_tokens, spatial = conventions.mask_pad_tokens, conventions.spatial_cross_entropy
+    ids_p, real_p = (t.to(device) for t in left_pad(prompts, pad))
+    # open-unlearning attends to no pad-id token (with pad = EOS: no end of turn), yet counts
+    # them in the position ids, which its right-padded passes take as 0..T-1
+    mask_p = real_p * (ids_p != pad) if mask_pad_tokens else real_p
     # only the prompt's last position predicts an answer token: skip the LM head elsewhere
-    out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=(mask_p.cumsum(-1) - 1).clamp(min=0),
+    out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=(real_p.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.batch_repeat_interleave(k)
@@ -186,19 +264,20 @@ def _group_scores(model, prompts, answers, k, pad, device) -> AnswerScores:
     for r, a in enumerate(rows):
         ids_a[r, :len(a)], mask_a[r, :len(a)] = torch.tensor(a), 1
     ids_a, mask_a = ids_a.to(device), mask_a.to(device)
-    start = mask_p.sum(-1).repeat_interleave(k)[:, None]
+    attend_a = mask_a * (ids_a != pad) if mask_pad_tokens else mask_a
+    start = real_p.sum(-1).repeat_interleave(k)[:, None]
     # the answer's last token (EOS) predicts nothing we score
-    attention = torch.cat([mask_p.repeat_interleave(k, 0), mask_a[:, :-1]], 1)
+    attention = torch.cat([mask_p.repeat_interleave(k, 0), attend_a[:, :-1]], 1)
     inputs = dict(input_ids=ids_a[:, :-1], attention_mask=attention,
                   position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache)
     # the prompt's last position predicts the first answer token; answer position t predicts t + 1.
     # Scored apart and joined as [B, T] scores: joining the [B, T, V] logits copied them all.
-    first = _token_scores(out.logits[:, -1:].repeat_interleave(k, 0), ids_a[:, :1])
+    first = _token_scores(out.logits[:, -1:].repeat_interleave(k, 0), ids_a[:, :1], spatial)
     targets, real = ids_a[:, 1:], mask_a[:, 1:].bool()
     if getattr(model.config, "model_type", None) in HEAD_IS_LOGITS:
-        rest = _head_token_scores(model, model.get_decoder()(**inputs).last_hidden_state, targets, real)
+        rest = _head_token_scores(model, model.get_decoder()(**inputs).last_hidden_state, targets, real, spatial)
     else:
-        rest = _token_scores(model(**inputs).logits, targets)
+        rest = _token_scores(model(**inputs).logits, targets, spatial)
     logp, correct = (torch.cat(pair, 1) for pair in zip(first, rest))
     return _scores_from_token_scores(logp, correct, mask_a)
 
@@ -210,12 +289,13 @@ HEAD_ROWS = 512
 """Positions per LM-head chunk: [512, V] logits stay in cache where a batch's [B, T, V] would not."""
 
 
-def _head_token_scores(model, hidden: torch.Tensor, targets: torch.Tensor,
-                       real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _head_token_scores(model, hidden: torch.Tensor, targets: torch.Tensor, real: torch.Tensor,
+                       spatial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``_token_scores`` of the LM head on ``hidden`` [B, T, H] where ``real`` [B, T] (padding,
     about a fifth of a group's answer positions, is left at 0 and masked out after), in chunks."""
     head, h, t = model.get_output_embeddings(), hidden[real], targets[real]
-    chunks = [_token_scores(head(h[i:i + HEAD_ROWS]), t[i:i + HEAD_ROWS]) for i in range(0, len(h), HEAD_ROWS)]
+    chunks = [_token_scores(head(h[i:i + HEAD_ROWS]), t[i:i + HEAD_ROWS], spatial)
+              for i in range(0, len(h), HEAD_ROWS)]
     logp = torch.zeros(real.shape, dtype=torch.float32, device=hidden.device)
     correct = torch.zeros(real.shape, dtype=torch.bool, device=hidden.device)
     if chunks:
@@ -269,19 +349,33 @@ def truth_ratio_utility(tr: torch.Tensor) -> float:
     return float((1.0 - tr).clamp(min=0.0).mean())
 
 
-@lru_cache(maxsize=1)
-def _rouge_scorer():
+@lru_cache(maxsize=2)
+def _rouge_scorer(*types: str):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(list(types), use_stemmer=True)
 
 
 def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L recall (LCS / reference length, Porter-stemmed tokens) of predictions."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    scorer = _rouge_scorer()
+    scorer = _rouge_scorer("rougeL")
     return float(np.mean([scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(predictions, references)]))
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """Per prediction: ROUGE-1 recall, ROUGE-L F1 and ROUGE-L recall (Porter-stemmed), the
+    fields of open-unlearning's ROUGE entries; rougeL_recall is ``rouge_l_recall``'s."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    scorer = _rouge_scorer("rouge1", "rougeL")
+    out = []
+    for pred, ref in zip(predictions, references):
+        score = scorer.score(ref, pred)
+        out.append({"rouge1_recall": score["rouge1"].recall, "rougeL_f1": score["rougeL"].fmeasure,
+                    "rougeL_recall": score["rougeL"].recall})
+    return out
 
 
 SMALLEST_FQ = math.ulp(0.0)
@@ -338,14 +432,13 @@ def split_scores(model, tokenizer, records: Sequence[dict], correct_key: str,
                  cfg: TofuEvalConfig) -> dict[str, AnswerScores]:
     """One scored pass over a split: "answer", ``correct_key`` and "perturbed"."""
     keys = list(dict.fromkeys(["answer", correct_key]))
-    return _scored(model, tokenizer, records, keys, (cfg.max_length, cfg.batch_size, cfg.device, cfg.system_prompt))
+    return _scored(model, tokenizer, records, keys, cfg.scoring)
 
 
 def split_answer_scores(model, tokenizer, records: Sequence[dict], cfg: TofuEvalConfig) -> AnswerScores:
     """The scores of a split's answers alone (ES), without the paraphrased and perturbed ones
     that make up most of ``split_scores``' sequences (6 of 7 on TOFU's forget split)."""
-    return _scored(model, tokenizer, records, ["answer"], (cfg.max_length, cfg.batch_size, cfg.device,
-                                                           cfg.system_prompt), perturbed=False)["answer"]
+    return _scored(model, tokenizer, records, ["answer"], cfg.scoring, perturbed=False)["answer"]
 
 
 def split_parts(scored: dict[str, AnswerScores], generated: Sequence[str], records: Sequence[dict], prefix: str,
@@ -363,7 +456,7 @@ def split_utility(model, tokenizer, records: Sequence[dict], prefix: str, normal
     """The three MU parts of one split, scoring each answer set once."""
     scored = split_scores(model, tokenizer, records, correct_key, cfg)
     generated = greedy_generate(model, tokenizer, [r["question"] for r in records], cfg.max_new_tokens,
-                                cfg.batch_size, cfg.system_prompt, cfg.device)
+                                cfg.batch_size, cfg.system_prompt, cfg.device, cfg.conventions.mask_pad_tokens)
     return split_parts(scored, generated, records, prefix, normalised, correct_key)
 
 
