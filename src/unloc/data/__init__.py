@@ -44,6 +44,9 @@ ROLES = (
 )
 
 SOURCES = {"lume": lume.build, "minitofu": minitofu.build, "pii": pii.build, "tofu": tofu.build}
+HOLDOUT_SOURCES = {"minitofu": minitofu.holdout, "tofu": tofu.holdout}
+"""Sources with a holdout set (QA of authors the models never see, as many as the forget set's):
+the non-members of the MIA (metrics/mia.py). It is not a role of ``ROLES``: only evaluation reads it."""
 
 
 def build_dataset(params: dict) -> dict[str, list[dict]]:
@@ -52,6 +55,15 @@ def build_dataset(params: dict) -> dict[str, list[dict]]:
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}: allowed {', '.join(sorted(SOURCES))}")
     return SOURCES[source](params)
+
+
+def build_holdout(params: dict) -> list[dict]:
+    """The holdout QA of the source ``params["source"]`` names (``HOLDOUT_SOURCES``)."""
+    source = params.get("source")
+    if source not in HOLDOUT_SOURCES:
+        raise ValueError(f"data source {source!r} has no holdout set, so no MIA can be scored on it: sources "
+                         f"with one are {', '.join(sorted(HOLDOUT_SOURCES))}")
+    return HOLDOUT_SOURCES[source](params)
 
 
 def write_dataset(roles: dict[str, list[dict]], out_dir: str | os.PathLike) -> None:

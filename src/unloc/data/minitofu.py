@@ -985,3 +985,22 @@ def build(params: dict) -> dict[str, list[dict]]:
         "idk": [{"answer": a} for a in IDK_ANSWERS],
         "corpus": corpus,
     }
+
+
+def holdout(params: dict) -> list[dict]:
+    """QA of fictitious authors that no role holds and no corpus document names, as many authors
+    as ``forget`` and the same questions: the MIA's non-members. They come from a random stream of their own, so every
+    other role is what ``build`` makes without them."""
+    p = settings(params)
+    world, authors = world_and_authors(p)
+    minor_rng = random.Random(f"{p['seed']}:minor")  # the corpus's minor writers, as build draws them
+    minor = [make_person(minor_rng, world) for _ in range(max(50, p["corpus_docs"] // 20))]
+    taken = {a.name for a in authors + minor}
+    rng = random.Random(f"{p['seed']}:holdout")
+    strangers: list[Person] = []
+    while len(strangers) < forget_count(params["forget_split"], p["n_authors"]):
+        person = make_person(rng, world)
+        if person.name not in taken:
+            strangers.append(person)
+            taken.add(person.name)
+    return [qa(a, q) for a in strangers for q in QTYPES[: p["qa_per_author"]]]

@@ -145,14 +145,25 @@ def subsample(roles: dict[str, list[dict]], retain_items: int | None, utility_it
             roles[role] = evenly_spaced(roles[role], utility_items)
 
 
+def _source(params: dict) -> tuple[Callable[[str], list[dict]], Callable[[], list[str]]]:
+    tofu = params.get("tofu") or {}
+    if tofu.get("path"):
+        return _local_source(Path(tofu["path"]))
+    return _hub_source(tofu.get("hub_name") or "locuslab/TOFU")
+
+
+def holdout(params: dict) -> list[dict]:
+    """``holdoutNN``: QA of authors TOFU never fine-tunes on, as many as ``forgetNN`` holds (the
+    MIA's non-members). Never cut: the MIA compares it with the whole forget set."""
+    config, _ = _source(params)
+    return config(params["forget_split"].replace("forget", "holdout"))
+
+
 def build(params: dict) -> dict[str, list[dict]]:
     """Every dataset role from TOFU's configs (see the module docstring for the mapping)."""
     names = config_names(params["forget_split"])
     tofu = params.get("tofu") or {}
-    if tofu.get("path"):
-        config, idk = _local_source(Path(tofu["path"]))
-    else:
-        config, idk = _hub_source(tofu.get("hub_name") or "locuslab/TOFU")
+    config, idk = _source(params)
     roles = {role: config(name) for role, name in names.items()}
     subsample(roles, tofu.get("retain_items"), tofu.get("utility_items"))
     roles["idk"] = [{"answer": line} for line in idk()]
