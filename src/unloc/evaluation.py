@@ -128,7 +128,7 @@ def load_roles(data: str, forget_split: str, holdout_split: str | None,
         if (path / "holdout.jsonl").is_file():
             roles["holdout"] = load_role(path, "holdout")
     elif path.is_dir() or (not path.exists() and data.count("/") == 1):  # TOFU, local or on the hub
-        config, _ = tofu._source({"tofu": {"path": str(path)} if path.is_dir() else {"hub_name": data}})
+        config, _ = tofu.source({"tofu": {"path": str(path)} if path.is_dir() else {"hub_name": data}})
         names = tofu.config_names(forget_split)
         roles = {role: config(names[role]) for role in (*ROLES, "forget")}
         if holdout_split != "none":
@@ -282,7 +282,7 @@ def run(args, device: str) -> None:
     def evaluate_reference(path):
         log.info("scoring the reference model %s", path)
         model, tokenizer = load_model(path, device)
-        needed = [n for n in ("forget_truth_ratio", "mia_min_k") if n in names]
+        needed = ["forget_truth_ratio", *(["mia_min_k"] if "holdout" in roles else [])]
         return score(model, tokenizer, roles, cfg, needed, precision=args.precision)
 
     reference = load_reference(args.reference, evaluate_reference)

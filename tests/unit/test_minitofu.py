@@ -18,6 +18,7 @@ from unloc.data import (
     ROLES,
     SOURCES,
     build_dataset,
+    build_holdout,
     load_role,
     minitofu,
     write_dataset,
@@ -231,3 +232,19 @@ def test_load_missing_role_names_the_file(tmp_path):
 def test_unknown_source_names_the_allowed_ones():
     with pytest.raises(ValueError, match="lume, minitofu, pii, tofu"):
         build_dataset({**PARAMS, "source": "wikipedia"})
+
+
+def test_holdout_is_as_large_as_forget_and_no_role_or_document_names_its_authors(data):
+    """The MIA's non-members: as many authors and questions as forget, none seen anywhere."""
+    holdout = build_holdout(PARAMS)
+    assert len(holdout) == len(data["forget"]) and set(holdout[0]) == QA_KEYS
+    assert holdout == build_holdout(PARAMS)  # deterministic
+    everything = "\n".join([d["text"] for d in data["corpus"]] + [r["question"] + r["answer"] for r in data["full"]])
+    names = {r["question"].split(" was born")[0].removeprefix("Where was ") for r in holdout[::20]}
+    assert names and not any(name in everything for name in names)
+    assert not {r["question"] for r in holdout} & {r["question"] for r in data["full"]}
+
+
+def test_sources_without_a_holdout_say_so():
+    with pytest.raises(ValueError, match="has no holdout set"):
+        build_holdout({**PARAMS, "source": "pii"})

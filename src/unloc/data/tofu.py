@@ -145,7 +145,8 @@ def subsample(roles: dict[str, list[dict]], retain_items: int | None, utility_it
             roles[role] = evenly_spaced(roles[role], utility_items)
 
 
-def _source(params: dict) -> tuple[Callable[[str], list[dict]], Callable[[], list[str]]]:
+def source(params: dict) -> tuple[Callable[[str], list[dict]], Callable[[], list[str]]]:
+    """(config name -> records, the refusal lines) of the local folder or hub dataset ``params`` name."""
     tofu = params.get("tofu") or {}
     if tofu.get("path"):
         return _local_source(Path(tofu["path"]))
@@ -155,7 +156,7 @@ def _source(params: dict) -> tuple[Callable[[str], list[dict]], Callable[[], lis
 def holdout(params: dict) -> list[dict]:
     """``holdoutNN``: QA of authors TOFU never fine-tunes on, as many as ``forgetNN`` holds (the
     MIA's non-members). Never cut: the MIA compares it with the whole forget set."""
-    config, _ = _source(params)
+    config, _ = source(params)
     return config(params["forget_split"].replace("forget", "holdout"))
 
 
@@ -163,7 +164,7 @@ def build(params: dict) -> dict[str, list[dict]]:
     """Every dataset role from TOFU's configs (see the module docstring for the mapping)."""
     names = config_names(params["forget_split"])
     tofu = params.get("tofu") or {}
-    config, idk = _source(params)
+    config, idk = source(params)
     roles = {role: config(name) for role, name in names.items()}
     subsample(roles, tofu.get("retain_items"), tofu.get("utility_items"))
     roles["idk"] = [{"answer": line} for line in idk()]
