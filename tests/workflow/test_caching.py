@@ -191,5 +191,5 @@ def check_evaluate(built, target):
     changed = copy.deepcopy(config)
     compat(changed)
     path = write_config(workdir, changed, name="changed.yaml")
-    assert planned_jobs(workdir, "--configfile", str(path), target) == {
+    assert planned_jobs(workdir, target, "--configfile", str(path)) == {  # targets before --configfile
         "evaluate[ckpt=theta_r]", "evaluate[ckpt=theta_u_npo_oracle_s7]"}
