@@ -32,7 +32,8 @@ def test_stage_names_are_one_name_for_function_subcommand_and_rule():
     from pathlib import Path
 
     rules_dir = Path(__file__).resolve().parents[2] / "workflow" / "rules"
-    rules = {m for p in rules_dir.glob("*.smk") for m in re.findall(r"^rule (\w+):", p.read_text(), re.M)}
+    rules = {m for p in rules_dir.glob("*.smk") if p.name != "targets.smk"  # rules that only ask for files
+             for m in re.findall(r"^rule (\w+):", p.read_text(), re.M)}
     stages = {s.name for s in STAGES.specs() if s.workflow}
     assert stages <= rules
     # a second rule of a stage (localize_scored: the localizers that run a model) is named after it;
