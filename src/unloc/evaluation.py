@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unloc import io
+from unloc.metrics.suite import SPLIT_ROLES
 from unloc.metrics.tofu import CONVENTIONS, TofuEvalConfig
 from unloc.registry import setting
 
@@ -36,7 +37,7 @@ log = logging.getLogger("unloc")
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 EVAL_FILE, SUMMARY_FILE, ITEMS_FILE, CONFIG_FILE = ("TOFU_EVAL.json", "TOFU_SUMMARY.json", "TOFU_ITEMS.csv",
                                                     "eval_config.json")
-ROLES = ("forget_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
+ROLES = tuple(SPLIT_ROLES.values())  # forget first, then the three utility splits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,8 +277,8 @@ def run(args, device: str) -> None:
                          system_prompt=args.system_prompt, device=device, conventions=CONVENTIONS[args.compat])
     roles = load_roles(args.data, args.forget_split, args.holdout_split, args.utility_items)
     names = chosen_metrics(args.metrics, roles)
-    log.info("eval %s on %s: %s", args.model, args.data,
-             ", ".join(f"{role} {len(records)}" for role, records in roles.items() if role in (*ROLES, "holdout")))
+    items = {role: len(records) for role, records in roles.items() if role in (*ROLES, "holdout")}
+    log.info("eval %s on %s: %s", args.model, args.data, ", ".join(f"{role} {n}" for role, n in items.items()))
 
     def evaluate_reference(path):
         log.info("scoring the reference model %s", path)
@@ -293,7 +294,7 @@ def run(args, device: str) -> None:
               "settings": {**asdict(cfg), "device": None, "precision": args.precision,
                            "forget_split": args.forget_split, "holdout_split": args.holdout_split,
                            "utility_items": args.utility_items},
-              "items": {role: len(records) for role, records in roles.items() if role in (*ROLES, "holdout")}}
+              "items": items}
     summarised = write_outputs(Path(args.out), results, roles, config)
     print(summary_table(summarised))
     log.info("wrote %s, %s, %s in %s", EVAL_FILE, SUMMARY_FILE, ITEMS_FILE, args.out)
