@@ -29,3 +29,13 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/targets.smk"
+
+
+# The default target (`snakemake`): every artifact of the configured experiment, not only the
+# tables, so a plain rerun rebuilds any that is missing (a job killed or failed after its
+# descendants were built). It must stay in this file: a default_target set in an include is undone.
+rule all:
+    input:
+        FINAL_ARTIFACTS,
+        EXPERIMENT_ARTIFACTS,
+    default_target: True

@@ -1,14 +1,6 @@
 # Targets: rules that only ask for files (no command, so no conda environment), run by name:
-# `snakemake` (all), `snakemake table2`, `snakemake all_tables`, `snakemake evaluate_all`.
-
-# Every artifact of the configured experiment, not only the tables: a plain rerun then rebuilds
-# any of them that is missing (a job killed or failed after its descendants were built).
-rule all:
-    input:
-        FINAL_ARTIFACTS,
-        EXPERIMENT_ARTIFACTS,
-    default_target: True
-
+# `snakemake table2`, `snakemake all_tables`, `snakemake evaluate_all`. `all`, the default, is in
+# the Snakefile: Snakemake takes the default target from the main file only, never an include.
 
 # One target per configured table and figure (`snakemake table2`), and all of them
 # (`snakemake all_tables`): each asks for its files, which ask for what they rest on.
