@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from unloc.data.collate import answer_ids, collate, encode_qa, prompt_ids, template_answer_ids
 from unloc.metrics.es import es_from_k_star, k_star_from_correct
-from unloc.metrics.generation import greedy_generate, left_pad, pad_token_id
+from unloc.metrics.generation import cache_input, cache_output, greedy_generate, left_pad, pad_token_id
 from unloc.scoring import align_answers
 
 UTILITY_PARTS = (
@@ -255,7 +255,7 @@ def _group_scores(model, prompts, answers, k, pad, device,
     # only the prompt's last position predicts an answer token: skip the LM head elsewhere
     out = model(input_ids=ids_p, attention_mask=mask_p, position_ids=(real_p.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = cache_output(out)
     cache.batch_repeat_interleave(k)
     rows = [a for group in answers for a in group]
     width = max(len(a) for a in rows)
@@ -269,7 +269,7 @@ def _group_scores(model, prompts, answers, k, pad, device,
     # the answer's last token (EOS) predicts nothing we score
     attention = torch.cat([mask_p.repeat_interleave(k, 0), attend_a[:, :-1]], 1)
     inputs = dict(input_ids=ids_a[:, :-1], attention_mask=attention,
-                  position_ids=start + torch.arange(width - 1, device=device)[None, :], past_key_values=cache)
+                  position_ids=start + torch.arange(width - 1, device=device)[None, :], **cache_input(model, cache))
     # the prompt's last position predicts the first answer token; answer position t predicts t + 1.
     # Scored apart and joined as [B, T] scores: joining the [B, T, V] logits copied them all.
     first = _token_scores(out.logits[:, -1:].repeat_interleave(k, 0), ids_a[:, :1], spatial)
