@@ -176,12 +176,13 @@ def score(model, tokenizer, roles: dict, cfg: TofuEvalConfig, names: list[str], 
           precision: str = "fp32", progress: bool = True) -> dict[str, dict]:
     """Every metric of ``names`` on one model (metrics/suite.py)."""
     from unloc.metrics.curve import PointScores, check_forget_items
-    from unloc.metrics.suite import SCORED_ROLES, Suite
+    from unloc.metrics.suite import SCORED_ROLES, Suite, generation_roles
     from unloc.precision import autocast_context
 
     if "forget" in roles:
         check_forget_items(roles["forget"], roles["forget_perturbed"])
-    point = PointScores(model, tokenizer, roles, cfg, cfg.conventions.es, perturbed_roles=SCORED_ROLES)
+    point = PointScores(model, tokenizer, roles, cfg, cfg.conventions.es, perturbed_roles=SCORED_ROLES,
+                        generation_roles=generation_roles(names))
     suite = Suite(point, reference)
     results = {}
     with autocast_context(cfg.device, precision):

@@ -16,9 +16,20 @@ from scipy import stats
 
 from unloc.data.collate import answer_ids, encode_qa, prompt_ids
 from unloc.evaluation import eval_json, item_rows, score, summary_table
-from unloc.metrics import mia
+from unloc.metrics import curve, mia
 from unloc.metrics.curve import PointScores
-from unloc.metrics.suite import EVAL_METRICS, SCORED_ROLES, Reference, Suite, available, evaluate, summary
+from unloc.metrics.generation import greedy_generate
+from unloc.metrics.suite import (
+    EVAL_METRICS,
+    SCORED_ROLES,
+    SPLIT_ROLES,
+    Reference,
+    Suite,
+    available,
+    evaluate,
+    generation_roles,
+    summary,
+)
 from unloc.metrics.tofu import CONVENTIONS, TofuEvalConfig, grouped_answer_scores
 
 from open_unlearning import open_unlearning_scores
@@ -236,3 +247,23 @@ def test_batch_size_changes_no_value_beyond_rounding_and_reruns_are_identical(to
     for name in names:
         a, b = one[name]["agg_value"], seven[name]["agg_value"]
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6), name
+
+
+def test_every_split_is_generated_in_one_stream_with_the_answers_it_gets_alone(tokenizer, llama, monkeypatch):
+    """score() generates the four splits' greedy answers in one continuously batched call, and
+    each split's answers are those it gets when generated alone."""
+    chat = chat_tokenizer(tokenizer)
+    roles = suite_roles(chat)
+    cfg = TofuEvalConfig(MAX_LEN, 3, 8, "Be brief.")
+    names = [n for n in EVAL_METRICS.names() if EVAL_METRICS[n].generates]
+    assert generation_roles(names) == SCORED_ROLES
+    alone = {role: PointScores(llama, chat, roles, cfg, "paper").generations(role) for role in SCORED_ROLES}
+    calls = []
+    monkeypatch.setattr(curve, "greedy_generate", lambda model, tok, questions, *args: calls.append(len(questions))
+                        or greedy_generate(model, tok, questions, *args))
+    results = score(llama, chat, roles, cfg, names, progress=False)
+    assert calls == [sum(len(roles[role]) for role in SCORED_ROLES)]
+    for prefix, role in SPLIT_ROLES.items():
+        generated = [v["generation"] for v in results[f"{prefix}_Q_A_ROUGE"]["value_by_index"].values()]
+        assert generated == alone[role]
+    assert len({g for role in SCORED_ROLES for g in alone[role]}) > 1  # not one answer for everything

@@ -65,15 +65,17 @@ class PointScores:
     ``roles`` maps dataset roles to records; ``reference_tr`` are θr's forget truth ratios (FQ's
     reference sample); ``retain_es`` the encoded retain items RS is scored on, or None to take
     RS from MU's retain split; ``perturbed_roles`` the roles whose paraphrased and perturbed
-    answers some metric of the point reads (``perturbed_roles(metrics)``), None for all.
+    answers some metric of the point reads (``perturbed_roles(metrics)``), None for all;
+    ``generation_roles`` the roles whose greedy answers will all be read: the first request for
+    one generates them all in one continuously batched stream (one draining tail, not one per role).
     """
 
     def __init__(self, model, tokenizer, roles: dict[str, list[dict]], cfg: TofuEvalConfig, es_convention: str,
                  reference_tr: torch.Tensor | None = None, retain_es: list[Encoded] | None = None,
-                 perturbed_roles: frozenset[str] | None = None):
+                 perturbed_roles: frozenset[str] | None = None, generation_roles: frozenset[str] = frozenset()):
         self.model, self.tokenizer, self.roles, self.cfg = model, tokenizer, roles, cfg
         self.es_convention, self.reference_tr, self.retain_es = es_convention, reference_tr, retain_es
-        self.perturbed_roles = perturbed_roles
+        self.perturbed_roles, self.generation_roles = perturbed_roles, generation_roles
         self._scores: dict[str, dict[str, AnswerScores]] = {}
         self._answers: dict[str, AnswerScores] = {}
         self._generated: dict[str, list[str]] = {}
@@ -95,10 +97,12 @@ class PointScores:
 
     def generations(self, role: str) -> list[str]:
         if role not in self._generated:
-            cfg, questions = self.cfg, [r["question"] for r in self.roles[role]]
-            self._generated[role] = greedy_generate(self.model, self.tokenizer, questions, cfg.max_new_tokens,
-                                                    cfg.batch_size, cfg.system_prompt, cfg.device,
-                                                    cfg.conventions.mask_pad_tokens)
+            roles = [role, *(r for r in self.roles if r in self.generation_roles - {role, *self._generated})]
+            cfg, questions = self.cfg, [r["question"] for x in roles for r in self.roles[x]]
+            answers = greedy_generate(self.model, self.tokenizer, questions, cfg.max_new_tokens, cfg.batch_size,
+                                      cfg.system_prompt, cfg.device, cfg.conventions.mask_pad_tokens)
+            for x in roles:
+                self._generated[x], answers = answers[:len(self.roles[x])], answers[len(self.roles[x]):]
         return self._generated[role]
 
     def truth_ratios(self, role: str) -> torch.Tensor:

@@ -51,10 +51,12 @@ SCORED_ROLES = frozenset(SPLIT_ROLES.values())
 class EvalMetricSpec(Spec):
     """``needs``: the dataset roles it reads (its per-item values index the first);
     ``summary``: a top-level metric, in TOFU_SUMMARY.json; ``item_field``: the field of its
-    ``value_by_index`` entries that the per-item CSV shows (None: it has none)."""
+    ``value_by_index`` entries that the per-item CSV shows (None: it has none); ``generates``:
+    the roles whose greedy answers it reads, itself or through the metrics it builds on."""
 
     summary: bool = False
     item_field: str | None = None
+    generates: tuple[str, ...] = ()
 
 
 EVAL_METRICS: Registry[EvalMetricSpec] = Registry("eval metric", EvalMetricSpec)
@@ -88,6 +90,11 @@ class Suite:
 
     def records(self, role: str) -> list[dict]:
         return self.point.roles[role]
+
+
+def generation_roles(names) -> frozenset[str]:
+    """The roles whose greedy answers the metrics ``names`` read (generated in one stream)."""
+    return frozenset(role for name in names for role in EVAL_METRICS[name].generates)
 
 
 def available(roles) -> list[str]:
@@ -204,9 +211,9 @@ def _decode(tokenizer, ids) -> str:
 
 
 def _register(name: str, fn: Callable, needs: tuple[str, ...], help: str, item_field: str | None = None,
-              summary: bool = False) -> None:
+              summary: bool = False, generates: tuple[str, ...] = ()) -> None:
     EVAL_METRICS.add(EvalMetricSpec(name=name, fn=fn, needs=needs, help=help, item_field=item_field,
-                                    summary=summary))
+                                    summary=summary, generates=generates))
 
 
 # Probabilities, ROUGE and truth ratios of the four splits: the names say which split (forget,
@@ -225,7 +232,7 @@ for _prefix, _role in SPLIT_ROLES.items():
         _register(f"{_prefix}_Q_A_Prob_normalised", functools.partial(normalised_probability, role=_role), (_role,),
                   "p(answer) normalised over the answer and its perturbed options (an MU part)", "prob")
     _register(f"{_prefix}_Q_A_ROUGE", functools.partial(rouge, role=_role), (_role,),
-              "mean ROUGE-L recall of the greedy answer", "rougeL_recall", summary=_forget)
+              "mean ROUGE-L recall of the greedy answer", "rougeL_recall", summary=_forget, generates=(_role,))
     _register("forget_truth_ratio" if _forget else f"{_prefix}_Truth_Ratio",
               functools.partial(truth_ratio, role=_role, closer_to_1=_forget), (_role,),
               "truth ratio p(perturbed)/p(" + ("paraphrased" if CORRECT_KEY[_role] != "answer" else "answer")
@@ -259,7 +266,7 @@ def forget_quality_metric(suite: Suite) -> dict:
 
 
 @EVAL_METRICS.register("model_utility", needs=tuple(SPLIT_ROLES[p] for p in ("retain", "ra", "wf")),
-                       summary=True)
+                       summary=True, generates=tuple(SPLIT_ROLES[p] for p in ("retain", "ra", "wf")))
 def model_utility_metric(suite: Suite) -> dict:
     """Harmonic mean of the 9 MU parts (MU_PARTS)."""
     parts = {ours: suite.result(name)["agg_value"] for ours, name in zip(UTILITY_PARTS, MU_PARTS)}
