@@ -45,7 +45,7 @@ def main():
     p.add_argument("--forget-split", default="forget01")
     p.add_argument("--utility-items", type=int, default=None, help="N items of each utility split (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compat", default="unloc", choices=sorted(CONVENTIONS))
     p.add_argument("--system-prompt", default=None)

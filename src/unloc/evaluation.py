@@ -49,7 +49,7 @@ class EvaluateSettings:
         "unloc", "scoring conventions: unloc's or open-unlearning's, to put numbers next to published ones "
                  "(docs/metrics.md lists the differences)")
     max_new_tokens: int = setting(200, "greedy generation length for ROUGE (open-unlearning's 200)", minimum=1)
-    batch_size: int = setting(32, "sequences per forward pass", minimum=1)
+    batch_size: int = setting(64, "sequences per forward pass (and rows decoded at once)", minimum=1)
     utility_items: int | None = setting(None, "score only N evenly spaced items of each utility split",
                                         minimum=1)
 
