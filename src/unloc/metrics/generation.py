@@ -16,6 +16,7 @@ rounding in sums of different widths, as with any batching). The output keeps th
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -59,6 +60,16 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return input_ids, attention
 
 
+def _prompt_batch(prompts: list[list[int]], pad_id: int, mask_pad_tokens: bool,
+                  device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``left_pad``'s ids and attention mask on ``device``; ``mask_pad_tokens``: no pad-id token
+    inside a prompt is attended to either (``greedy_generate``)."""
+    input_ids, attention = left_pad(prompts, pad_id)
+    if mask_pad_tokens:
+        attention = attention * (input_ids != pad_id)
+    return input_ids.to(device), attention.to(device)
+
+
 @torch.no_grad()
 def _generate_ids(model, input_ids, attention, max_new_tokens: int, pad_id: int, eos_ids: list[int]):
     """New tokens only, one list per row (rows that stopped early are padded; we cut at EOS)."""
@@ -98,10 +109,8 @@ def generate_in_batches(model, tokenizer, questions: list[str], max_new_tokens: 
     texts: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        input_ids, attention = left_pad([prompts[i] for i in rows], pad_id)
-        if mask_pad_tokens:
-            attention = attention * (input_ids != pad_id)
-        new = _generate_ids(model, input_ids.to(device), attention.to(device), max_new_tokens, pad_id, eos_ids)
+        input_ids, attention = _prompt_batch([prompts[i] for i in rows], pad_id, mask_pad_tokens, device)
+        new = _generate_ids(model, input_ids, attention, max_new_tokens, pad_id, eos_ids)
         for i, ids in zip(rows, new):
             texts[i] = decode_until_eos(tokenizer, ids, eos_ids)
     return texts
@@ -110,8 +119,13 @@ def generate_in_batches(model, tokenizer, questions: list[str], max_new_tokens: 
 def cache_input(model, cache) -> dict:
     """``cache`` as a forward keyword: ``cache`` from transformers 5 on (``past_key_values``,
     the name before, is deprecated there), ``past_key_values`` before."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    return {name: cache}
+    return {_cache_keyword(type(model)): cache}
+
+
+@functools.cache
+def _cache_keyword(model_type: type) -> str:
+    # once per model class: cache_input runs at every decoding step
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
 def cache_output(out):
@@ -192,9 +206,7 @@ def _slotted(cache) -> bool:
 
 def _prefill(model, prompts: list[list[int]], rows: list[int], pad_id: int, mask_pad_tokens: bool,
              device: str) -> _Running:
-    input_ids, real = left_pad([prompts[i] for i in rows], pad_id)
-    attention = real * (input_ids != pad_id) if mask_pad_tokens else real
-    input_ids, attention = input_ids.to(device), attention.to(device)
+    input_ids, attention = _prompt_batch([prompts[i] for i in rows], pad_id, mask_pad_tokens, device)
     # as `generate` does: count attended tokens only (a masked position's id is never seen)
     position_ids = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=True,

@@ -265,8 +265,10 @@ def forget_quality_metric(suite: Suite) -> dict:
     return {"agg_value": float(stats.ks_2samp(tr, reference.forget_truth_ratio).pvalue)}
 
 
-@EVAL_METRICS.register("model_utility", needs=tuple(SPLIT_ROLES[p] for p in ("retain", "ra", "wf")),
-                       summary=True, generates=tuple(SPLIT_ROLES[p] for p in ("retain", "ra", "wf")))
+_UTILITY_ROLES = tuple(SPLIT_ROLES[p] for p in ("retain", "ra", "wf"))
+
+
+@EVAL_METRICS.register("model_utility", needs=_UTILITY_ROLES, summary=True, generates=_UTILITY_ROLES)
 def model_utility_metric(suite: Suite) -> dict:
     """Harmonic mean of the 9 MU parts (MU_PARTS)."""
     parts = {ours: suite.result(name)["agg_value"] for ours, name in zip(UTILITY_PARTS, MU_PARTS)}
