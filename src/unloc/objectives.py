@@ -91,6 +91,16 @@ class LossContext:
                 self.precision)
         return self._cache["logprobs", name]
 
+    def reference_token_logprobs(self, name: str) -> list[torch.Tensor]:
+        """Per example of sub-batch set ``name``, log p(token | prefix) at each of its positions
+        (``scoring.token_logprobs``' row, 0 off the answer) under the model before training;
+        ``token_reference`` lays them out for a batch."""
+        if ("token_logprobs", name) not in self._cache:
+            self._cache["token_logprobs", name] = _token_logprobs_each(
+                self.model.to(self.device), self.sets[name], self.pad_id, self.eval_batch_size, self.device,
+                self.precision)
+        return self._cache["token_logprobs", name]
+
     def reference_model(self) -> torch.nn.Module:
         """A frozen copy of the model before training (token-wise KL)."""
         if "model" not in self._cache:
@@ -124,6 +134,30 @@ def _sequence_logprobs(model, examples, pad_id, batch_size, device, precision) -
     return torch.cat(out)
 
 
+@torch.no_grad()
+def _token_logprobs_each(model, examples, pad_id, batch_size, device, precision) -> list[torch.Tensor]:
+    model.eval()
+    out = []
+    with autocast_context(device, precision):
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            batch = collate(chunk, pad_id)
+            logp, _ = batch_token_logprobs(model, {k: v.to(device) for k, v in batch.items()})
+            # right padding: an example's positions are its first len - 1 columns, whatever the batch
+            out.extend(row[:len(e.input_ids) - 1].float().cpu() for row, e in zip(logp, chunk))
+    return out
+
+
+def token_reference(per_example: list[torch.Tensor], index: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width] reference token log-probs of a batch's examples (``index``), right-padded with 0
+    like the batch's own ``token_logprobs``."""
+    out = torch.zeros(len(index), width)
+    for row, i in enumerate(index.tolist()):
+        values = per_example[i][:width]
+        out[row, :len(values)] = values
+    return out
+
+
 # --------------------------------------------------------------------------- objective blocks
 
 
@@ -155,7 +189,7 @@ class ObjectiveRun:
 @dataclass(frozen=True)
 class _BlockCommon:
     lr: float = setting(help="learning rate of this objective's runs (calibrated per model)", exclusive_minimum=0)
-    regularizer: Choice | None = setting(None, "a regularizer added to the loss: {name: gd | kl, weight: 1.0, "
+    regularizer: Choice | None = setting(None, "a regularizer added to the loss: {name: <a regularizer>, weight: 1.0, "
                                                "<its settings>}; null: none", registry=REGULARIZERS,
                                          common={"weight": 1.0})
 
@@ -204,10 +238,29 @@ def wga_loss(model, batch, *, alpha: float) -> torch.Tensor:
     """WGA: gradient ascent with each token weighted by p^alpha (weights not differentiated).
 
     Minimising mean_i p_i^alpha * log p_i lowers the likelihood of the forget answers, most
-    for the tokens the model is most confident about.
+    for the tokens the model is most confident about. This is seeds/001's sign (eq. 2 and its
+    code); seeds/000 App. A prints the opposite sign, which would raise the likelihood, and
+    uses α = 0.1 where seeds/001 uses 5 and 7 (docs/decisions.md).
     """
     logp, mask = batch_token_logprobs(model, batch)
     weight = logp.detach().exp().pow(alpha) * mask
+    return (weight * logp).sum() / mask.sum().clamp(min=1)
+
+
+def tnpo_loss(model, batch, *, beta: float, ref_token_logprobs: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+    """TNPO (seeds/001 eq. 6): gradient ascent with each answer token weighted by
+    w = 2 p^β / (p^β + p_ref^β) = 2 σ(β (log p − log p_ref)), times p^α for WTNPO (App. D.2);
+    weights not differentiated, a mean over the batch's answer tokens (the authors' code).
+
+    The sigmoid form is exact where the code's 2 p^β / (p^β + p_ref^β + 1e-5) is not (when both
+    probabilities are tiny). At θ = θ_ref every weight is 1 (TNPO is GA there) or p^α (WTNPO is
+    WGA there); a token already less likely than under θ_ref gets a weight below 1 and stops
+    being pushed, as NPO does per sequence.
+    """
+    logp, mask = batch_token_logprobs(model, batch)
+    with torch.no_grad():
+        log_ratio = logp.float() - ref_token_logprobs.to(logp.device)
+        weight = 2 * torch.sigmoid(beta * log_ratio) * torch.exp(alpha * logp.float()) * mask
     return (weight * logp).sum() / mask.sum().clamp(min=1)
 
 
@@ -225,6 +278,12 @@ def dpo_loss(model, win, lose, *, beta: float, ref_win: torch.Tensor, ref_lose: 
     return -(1.0 / beta) * F.logsigmoid(beta * (win_ratio - lose_ratio)).mean()
 
 
+def po_loss(model, idk) -> torch.Tensor:
+    """PO (seeds/001 §4.3): the NLL of a refusal answer to each forget question; minimising it
+    teaches the refusal without pushing the true answer down."""
+    return answer_nll(model, idk)
+
+
 def rmu_loss(model, batch, *, layer: int, steering: torch.Tensor) -> torch.Tensor:
     """RMU: E_x[(1/|x|) sum_t ||h_theta^(layer)(t) - c u||^2], with ``steering`` = c u fixed."""
     h = layer_hidden_states(model, batch, layer).float()
@@ -233,10 +292,11 @@ def rmu_loss(model, batch, *, layer: int, steering: torch.Tensor) -> torch.Tenso
     return (per_token.sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
-def rmu_steering(d_model: int, scale: float, seed: int) -> torch.Tensor:
-    """c * u with u drawn uniformly from [0, 1)^d and normalised to unit length (App. A)."""
+def rmu_steering(d_model: int, scale: float, seed: int, unit: bool = True) -> torch.Tensor:
+    """c * u with u drawn uniformly from [0, 1)^d, normalised to unit length (seeds/000 App. A)
+    unless ``unit`` is False (seeds/001's code: u as drawn, so its length grows as sqrt(d/3))."""
     u = torch.rand(d_model, generator=torch.Generator().manual_seed(seed))
-    return scale * u / u.norm()
+    return scale * u / u.norm() if unit else scale * u
 
 
 def mlp_outputs(model, batch) -> list[torch.Tensor]:
@@ -280,6 +340,24 @@ def l2_mlp_loss(model, batch, *, target_outputs: list[torch.Tensor], alpha: floa
     return torch.stack(per_layer).mean()
 
 
+def answer_position_states(model, batch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder layer ``layer``'s output at the positions that predict an answer token (the last
+    prompt token and every answer token but the last: phi([x, y_<i]) for i = 1..|y|), and
+    their [B, T-1] mask."""
+    h = layer_hidden_states(model, batch, layer)[:, :-1].float()
+    return h, batch["labels"][:, 1:] != IGNORE
+
+
+def rr_loss(model, reference, batch, *, layer: int) -> torch.Tensor:
+    """RR (seeds/001 eq. 19, read as RMU's retain term): E_(x,y) (1/|y|) Σ_i ||phi([x, y_<i]; θ)
+    − phi([x, y_<i]; θ_o)||², phi = decoder layer ``layer``'s output, θ_o frozen."""
+    h, mask = answer_position_states(model, batch, layer)
+    with torch.no_grad():
+        ref, _ = answer_position_states(reference, batch, layer)
+    per_token = ((h - ref) ** 2).sum(-1) * mask
+    return (per_token.sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def kl_to_reference(model, reference, batch, *, direction: str = "model_to_reference") -> torch.Tensor:
     """Token-wise KL between the model's and a frozen reference's next-token distributions,
     averaged over the batch's answer tokens (EOS included).
@@ -316,7 +394,7 @@ class WgaSettings:
 
 @OBJECTIVES.register("wga", settings=WgaSettings, needs=("forget",))
 def wga(ctx: LossContext, settings: WgaSettings) -> LossFn:
-    """WGA: gradient ascent weighted per token by p^α (seeds/000 App. A)."""
+    """WGA: gradient ascent weighted per token by p^α (seeds/000 App. A, seeds/001 eq. 2)."""
     return lambda batch: wga_loss(ctx.model, batch["forget"], alpha=settings.alpha)
 
 
@@ -335,6 +413,48 @@ def npo(ctx: LossContext, settings: NpoSettings) -> LossFn:
         return npo_loss(ctx.model, forget, beta=settings.beta, ref_logprob=ref[forget["index"]])
 
     return loss
+
+
+@dataclass(frozen=True)
+class TnpoSettings:
+    beta: float = setting(4.0, "inverse temperature β of the token weights (seeds/001 Table 1: 4 at 1%/5%, "
+                               "5 at 10%)", exclusive_minimum=0)
+
+
+def _token_weighted(ctx: LossContext, beta: float, alpha: float) -> LossFn:
+    ref = ctx.reference_token_logprobs("forget")
+
+    def loss(batch):
+        forget = batch["forget"]
+        reference = token_reference(ref, forget["index"], forget["input_ids"].shape[1] - 1)
+        return tnpo_loss(ctx.model, forget, beta=beta, alpha=alpha, ref_token_logprobs=reference)
+
+    return loss
+
+
+@OBJECTIVES.register("tnpo", settings=TnpoSettings, needs=("forget",))
+def tnpo(ctx: LossContext, settings: TnpoSettings) -> LossFn:
+    """TNPO: NPO's weight per token, against the model before unlearning (seeds/001 eq. 6)."""
+    return _token_weighted(ctx, settings.beta, 0.0)
+
+
+@dataclass(frozen=True)
+class WtnpoSettings:
+    beta: float = setting(5.0, "inverse temperature β of TNPO's weights (seeds/001 Table 1: 5 at 1%/5%, 7 at 10%)",
+                          exclusive_minimum=0)
+    alpha: float = setting(1.5, "exponent of WGA's p^α factor (seeds/001 Table 1: 1.5)", minimum=0)
+
+
+@OBJECTIVES.register("wtnpo", settings=WtnpoSettings, needs=("forget",))
+def wtnpo(ctx: LossContext, settings: WtnpoSettings) -> LossFn:
+    """WTNPO: TNPO's token weights times WGA's p^α (seeds/001 App. D.2)."""
+    return _token_weighted(ctx, settings.beta, settings.alpha)
+
+
+@OBJECTIVES.register("po", needs=("forget", "idk"))
+def po(ctx: LossContext, settings) -> LossFn:
+    """PO: fine-tune on a refusal answer to each forget question (seeds/001 §4.3)."""
+    return lambda batch: po_loss(ctx.model, batch["idk"])
 
 
 @dataclass(frozen=True)
@@ -360,6 +480,8 @@ class RmuSettings:
     layer: int = setting(help="0-based decoder layer whose output is steered (the paper: 21 of 32)", minimum=0)
     scale: float = setting(2.0, "c: the length of the steering vector (seeds/000 App. A: 2)", exclusive_minimum=0)
     steering_seed: int = setting(0, "seed of the random direction u")
+    unit_direction: bool = setting(True, "normalise u to unit length (seeds/000 App. A); false: u as drawn from "
+                                         "[0, 1)^d (seeds/001's code)")
 
 
 @OBJECTIVES.register("rmu", settings=RmuSettings, needs=("forget",))
@@ -367,7 +489,8 @@ def rmu(ctx: LossContext, settings: RmuSettings) -> LossFn:
     """RMU: steer a layer's hidden states on forget inputs towards a fixed random vector c·u."""
     if settings.layer >= ctx.model.config.num_hidden_layers:
         raise ValueError(f"rmu.layer {settings.layer}: the model has {ctx.model.config.num_hidden_layers} layers")
-    steering = rmu_steering(ctx.hidden_size, settings.scale, settings.steering_seed).to(ctx.device)
+    steering = rmu_steering(ctx.hidden_size, settings.scale, settings.steering_seed,
+                            settings.unit_direction).to(ctx.device)
     return lambda batch: rmu_loss(ctx.model, batch["forget"], layer=settings.layer, steering=steering)
 
 
@@ -416,3 +539,20 @@ def kl(ctx: LossContext, settings: KlSettings) -> LossFn:
     """KL: token-wise KL to the model before unlearning on retain answers (seeds/001 eq. 18)."""
     reference = ctx.reference_model()
     return lambda batch: kl_to_reference(ctx.model, reference, batch["retain"], direction=settings.direction)
+
+
+@dataclass(frozen=True)
+class RrSettings:
+    layer: int | None = setting(None, "0-based decoder layer whose output is held to θo's; null: the last",
+                                minimum=0)
+
+
+@REGULARIZERS.register("rr", settings=RrSettings, needs=("retain",))
+def rr(ctx: LossContext, settings: RrSettings) -> LossFn:
+    """RR: hold a layer's output on retain inputs to the model before unlearning (seeds/001 eq. 19)."""
+    n_layers = ctx.model.config.num_hidden_layers
+    layer = n_layers - 1 if settings.layer is None else settings.layer
+    if layer >= n_layers:
+        raise ValueError(f"rr.layer {layer}: the model has {n_layers} layers")
+    reference = ctx.reference_model()
+    return lambda batch: rr_loss(ctx.model, reference, batch["retain"], layer=layer)

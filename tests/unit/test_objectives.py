@@ -21,13 +21,16 @@ from unloc.objectives import (
     mlp_outputs,
     npo_loss,
     parse_objective,
+    po_loss,
     prepare_loss,
     rmu_loss,
     rmu_steering,
+    rr_loss,
+    tnpo_loss,
     wga_loss,
 )
 from unloc.registry import ConfigError
-from unloc.scoring import answer_nll, layer_hidden_states, sequence_logprob
+from unloc.scoring import answer_nll, batch_token_logprobs, layer_hidden_states, sequence_logprob
 from unloc.train import Batcher, TrainSettings, masked_train
 
 from tinymodels import make_tiny_model, random_lm_batch
@@ -48,8 +51,8 @@ def seq_logp(model, batch):
 
 
 def test_registries_name_the_objectives_and_regularizers():
-    assert set(OBJECTIVES) == {"ga", "wga", "npo", "dpo", "rmu", "l2_mlp"}
-    assert set(REGULARIZERS) == {"gd", "kl"}
+    assert set(OBJECTIVES) == {"ga", "wga", "npo", "tnpo", "wtnpo", "po", "dpo", "rmu", "l2_mlp"}
+    assert set(REGULARIZERS) == {"gd", "kl", "rr"}
     for spec in [*OBJECTIVES.specs(), *REGULARIZERS.specs()]:
         assert spec.help and set(spec.needs) <= set(SUB_BATCHES), spec.name
 
@@ -69,12 +72,16 @@ def test_wga_weights_tokens_by_their_probability(tiny_model):
     assert wga_loss(tiny_model, batch, alpha=0.1).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ga", "wga", "npo"])
+@pytest.mark.parametrize("name", ["ga", "wga", "npo", "tnpo", "wtnpo"])
 def test_a_descent_step_lowers_the_forget_likelihood(name):
     model, batch = make_tiny_model(seed=1).train(), random_lm_batch(seed=2)
     before = seq_logp(model, batch)
+    with torch.no_grad():
+        token_ref = batch_token_logprobs(model, batch)[0]
     loss = {"ga": lambda: ga_loss(model, batch), "wga": lambda: wga_loss(model, batch, alpha=0.1),
-            "npo": lambda: npo_loss(model, batch, beta=0.5, ref_logprob=before)}[name]()
+            "npo": lambda: npo_loss(model, batch, beta=0.5, ref_logprob=before),
+            "tnpo": lambda: tnpo_loss(model, batch, beta=4.0, ref_token_logprobs=token_ref),
+            "wtnpo": lambda: tnpo_loss(model, batch, beta=5.0, alpha=1.5, ref_token_logprobs=token_ref)}[name]()
     sgd_step(model, loss)
     assert (seq_logp(model, batch) < before).all()
 
@@ -85,6 +92,124 @@ def test_npo_at_the_reference_is_two_over_beta_log_two(tiny_model):
     assert npo_loss(tiny_model, batch, beta=0.5, ref_logprob=ref).item() == pytest.approx(4 * math.log(2), rel=1e-5)
     # far below the reference the loss vanishes: NPO stops pushing once forgotten
     assert npo_loss(tiny_model, batch, beta=0.5, ref_logprob=ref + 200).item() < 1e-6
+
+
+def registered_loss(name: str, block: dict, model, sets=None):
+    """The registered objective ``name``'s loss, prepared on ``model`` (its reference), and a
+    batch of variable-length examples (so rows are padded)."""
+    sets = sets or examples_for_every_sub_batch()
+    ctx = LossContext(model, sets, pad_id=0, eval_batch_size=3)
+    run = parse_objective(name, {"lr": 1.0, **block}, f"unlearn.{name}")
+    batcher = Batcher(sets["forget"], 5, 0, seed=0, main="forget", aligned={"idk": sets["idk"]},
+                      paired={"retain": sets["retain"]})
+    return prepare_loss(run, ctx), next(batcher.epoch(0))
+
+
+def perturb(model, seed=7, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p += scale * torch.randn(p.shape, generator=g)
+
+
+@pytest.mark.parametrize("name,block,equals", [
+    ("tnpo", {"beta": 4.0}, lambda m, b: ga_loss(m, b)),
+    ("wtnpo", {"beta": 5.0, "alpha": 1.5}, lambda m, b: wga_loss(m, b, alpha=1.5)),
+])
+def test_token_npo_at_the_reference_is_ga_or_wga(name, block, equals):
+    """At θ = θ_ref every TNPO weight is 2 σ(0) = 1, so TNPO is GA and WTNPO is WGA with its α."""
+    model = make_tiny_model(seed=3)
+    loss_fn, batch = registered_loss(name, block, model)
+    assert batch["forget"]["attention_mask"].eq(0).any()  # padded rows: the reference must line up
+    assert loss_fn(batch).item() == pytest.approx(equals(model, batch["forget"]).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("beta,alpha", [(4.0, 0.0), (0.5, 0.0), (5.0, 1.5)])
+def test_token_npo_weights_each_token_by_the_printed_formula(beta, alpha):
+    """w = 2 p^β / (p^β + p_ref^β) · p^α per answer token, p_ref from the model before training;
+    the loss is the token mean of w · log p (seeds/001 eq. 6, App. D.2), in float64 by hand."""
+    model = make_tiny_model(seed=3)
+    name, block = ("tnpo", {"beta": beta}) if alpha == 0 else ("wtnpo", {"beta": beta, "alpha": alpha})
+    loss_fn, batch = registered_loss(name, block, model)
+    forget = batch["forget"]
+    with torch.no_grad():
+        ref, mask = batch_token_logprobs(model, forget)
+        perturb(model)
+        logp, _ = batch_token_logprobs(model, forget)
+    p, p_ref = logp.double().exp(), ref.double().exp()
+    weight = 2 * p ** beta / (p ** beta + p_ref ** beta) * p ** alpha
+    expected = (weight * logp.double())[mask].mean()
+    assert loss_fn(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_token_npo_weights_are_not_differentiated():
+    model, batch = make_tiny_model(seed=3).train(), random_lm_batch(seed=4)
+    with torch.no_grad():
+        ref = batch_token_logprobs(model, batch)[0]
+        perturb(model)
+        logp, mask = batch_token_logprobs(model, batch)
+        weight = 2 * torch.sigmoid(2.0 * (logp - ref)) * mask
+    tnpo_loss(model, batch, beta=2.0, ref_token_logprobs=ref).backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logp, mask = batch_token_logprobs(model, batch)
+    ((weight * logp).sum() / mask.sum()).backward()
+    for a, (name, p) in zip(got, model.named_parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-5, atol=1e-8), name
+
+
+def test_po_is_the_refusal_nll_and_a_step_makes_the_refusal_likelier():
+    model = make_tiny_model(seed=1).train()
+    loss_fn, batch = registered_loss("po", {}, model)
+    loss = loss_fn(batch)
+    assert loss.item() == pytest.approx(answer_nll(model, batch["idk"]).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(po_loss(model, batch["idk"]).item(), rel=1e-6)
+    before = seq_logp(model, batch["idk"])
+    sgd_step(model, loss)
+    assert (seq_logp(model, batch["idk"]) > before).all()
+
+
+def test_rr_is_zero_at_the_reference_and_the_answer_positions_squared_distance_after():
+    model = make_tiny_model(seed=2)
+    reference = copy.deepcopy(model)
+    batch = random_lm_batch(seed=5)
+    batch["labels"][1, -4:] = -100  # row 1 has a shorter answer: fewer positions count
+    zero = rr_loss(model, reference, batch, layer=0)
+    assert zero.item() == 0.0
+    perturb(model)
+    h, r = layer_hidden_states(model, batch, 0), layer_hidden_states(reference, batch, 0)
+    rows = []
+    for b in range(4):
+        # phi([x, y_<i]) for i = 1..|y|: the positions whose next token is an answer token
+        at = [t for t in range(11) if batch["labels"][b, t + 1] != -100]
+        rows.append(torch.stack([((h[b, t] - r[b, t]) ** 2).sum() for t in at]).mean())
+    expected = torch.stack(rows).mean()
+    assert rr_loss(model, reference, batch, layer=0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rr_regularizer_defaults_to_the_last_layer_and_checks_its_layer():
+    model = make_tiny_model(seed=2)
+    sets = examples_for_every_sub_batch()
+    ctx = LossContext(model, sets, pad_id=0)
+    batch = next(Batcher(sets["forget"], 4, 0, seed=0, main="forget", paired={"retain": sets["retain"]}).epoch(0))
+    with_rr = prepare_loss(parse_objective("ga", {"lr": 1.0, "regularizer": "rr"}, "ga"), ctx)
+    plain = prepare_loss(parse_objective("ga", {"lr": 1.0}, "ga"), ctx)
+    assert with_rr(batch).item() == pytest.approx(plain(batch).item(), rel=1e-6)  # θ = θo: RR is 0
+    perturb(model)
+    reference = ctx.reference_model()
+    expected = plain(batch) + rr_loss(model, reference, batch["retain"], layer=1)
+    assert with_rr(batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="rr.layer 2: the model has 2 layers"):
+        prepare_loss(parse_objective("ga", {"lr": 1.0, "regularizer": {"name": "rr", "layer": 2}}, "ga"), ctx)
+
+
+def test_rmu_steering_as_drawn_or_of_unit_length():
+    raw = rmu_steering(32, scale=3.0, seed=4, unit=False)
+    u = torch.rand(32, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(raw, 3.0 * u)
+    assert torch.allclose(rmu_steering(32, scale=3.0, seed=4), 3.0 * u / u.norm())
+    run = parse_objective("rmu", {"lr": 1.0, "layer": 0, "unit_direction": False}, "unlearn.rmu")
+    assert run.objective.settings.unit_direction is False
 
 
 def test_dpo_at_the_reference_and_its_direction():
