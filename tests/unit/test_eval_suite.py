@@ -126,6 +126,25 @@ def test_rouge_and_model_utility(known_suite):
     assert parts == pytest.approx([P_ANSWER, 0.5, 1 - math.sqrt(P_PERT[0] * P_PERT[1]) / P_PARA], rel=1e-6)
 
 
+def test_es_exact_and_perturb_of_each_split_by_construction(tokenizer):
+    """A token is extracted when the model's argmax is the gold one: p = 0.8 or 0.5 is, p = 0.001 is not
+    ((1 - p) / 319 is larger), so each answer's ES is 1 or 0 exactly, item by item."""
+    probs = known_probabilities()
+    probs[(FORGET[1]["question"], FORGET[1]["paraphrased_answer"])] = 0.001
+    probs[(RETAIN[0]["question"], RETAIN[0]["answer"])] = 0.001
+    table = {tuple(encode_qa(tokenizer, q, a, MAX_LEN).input_ids): p for (q, a), p in probs.items()}
+    model = GoldProbability(len(tokenizer), tokenizer.eos_token_id, lambda row: table[row])
+    cfg = TofuEvalConfig(max_length=MAX_LEN, batch_size=4, max_new_tokens=20)
+    suite = Suite(PointScores(model, tokenizer, ROLES, cfg, "paper", perturbed_roles=SCORED_ROLES))
+    per_item = {name: [v["score"] for v in suite.result(name)["value_by_index"].values()]
+                for name in ("extraction_strength", "forget_para_extraction_strength", "retain_extraction_strength",
+                             "retain_para_extraction_strength")}
+    assert per_item == {"extraction_strength": [1, 1, 1], "forget_para_extraction_strength": [1, 0, 1],
+                        "retain_extraction_strength": [0, 1], "retain_para_extraction_strength": [1, 1]}
+    assert agg(suite, "forget_para_extraction_strength") == pytest.approx(2 / 3)
+    assert agg(suite, "retain_extraction_strength") == pytest.approx(0.5)
+
+
 def test_mia_and_privleak(known_suite):
     """Forget answers (p 0.8) are likelier than holdout answers (p 0.3): every attack tells them
     apart (AUC 1), and Min-k% Prob of a constant-probability answer is -log p."""

@@ -253,6 +253,23 @@ def extraction_strength(suite: Suite) -> dict:
     return {"agg_value": _mean(es), "value_by_index": _by_index(es)}
 
 
+def answer_extraction_strength(suite: Suite, role: str, key: str) -> dict:
+    """Mean teacher-forced ES of ``role``'s ``key`` answers, from the split's scored pass."""
+    es = suite.scores(role)[key].es(suite.conventions.es, torch.float64)
+    return {"agg_value": _mean(es), "value_by_index": _by_index(es)}
+
+
+# seeds/001's ES columns beside open-unlearning's extraction_strength (forget answers): ES-exact on
+# the retain items (retain_perturbed: the held-out set no regulariser trains on) and ES-perturb, the
+# ES of each item's paraphrased answer (docs/decisions.md). Free: the truth ratio's pass scores both.
+for _prefix, _key, _name in (("retain", "answer", "retain_extraction_strength"),
+                             ("forget", "paraphrased_answer", "forget_para_extraction_strength"),
+                             ("retain", "paraphrased_answer", "retain_para_extraction_strength")):
+    _register(_name, functools.partial(answer_extraction_strength, role=SPLIT_ROLES[_prefix], key=_key),
+              (SPLIT_ROLES[_prefix],), f"mean teacher-forced ES of the {_prefix} split's "
+              + ("answers" if _key == "answer" else "paraphrased answers (seeds/001's ES-perturb)"), "score")
+
+
 @EVAL_METRICS.register("forget_quality", needs=(FORGET,), summary=True)
 def forget_quality_metric(suite: Suite) -> dict:
     """KS-test p-value of the forget truth ratios against the reference's (null without one)."""
