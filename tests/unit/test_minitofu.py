@@ -119,6 +119,21 @@ def test_retain_perturbed_spans_the_retain_authors():
         range(0, 180, 10))
 
 
+def test_forget01_05_and_10_share_retain_perturbed_and_a_larger_split_takes_its_own_retain():
+    """One held-out retain set for every seeds/001 split, as TOFU's retain_perturbed is one subset
+    of retain90, retain95 and retain99."""
+    world = dict(n_authors=20, qa_per_author=10, n_retain_perturbed=18, corpus_docs=50)
+    by_split = {split: build_dataset({**with_settings(**world), "forget_split": split})
+                for split in ("forget01", "forget05", "forget10", "forget50")}
+    shared = [r["question"] for r in by_split["forget10"]["retain_perturbed"]]
+    assert len(shared) == 18
+    for split in ("forget01", "forget05"):
+        assert [r["question"] for r in by_split[split]["retain_perturbed"]] == shared, split
+        assert set(shared) <= {r["question"] for r in by_split[split]["retain"]}
+    retained = {r["question"] for r in by_split["forget50"]["retain"]}
+    assert {r["question"] for r in by_split["forget50"]["retain_perturbed"]} <= retained
+
+
 @pytest.mark.parametrize("n,k", [(10, 3), (7, 7), (5, 9), (1800, 100)])
 def test_spread_is_increasing_and_in_range(n, k):
     idx = minitofu.spread(n, k)

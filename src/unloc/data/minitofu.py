@@ -950,15 +950,18 @@ def build(params: dict) -> dict[str, list[dict]]:
 
     Each author's QAs are contiguous in ``full``; the last authors form ``forget``.
     ``retain_perturbed`` holds ``n_retain_perturbed`` retain items (all of them if retain is
-    shorter) spread evenly over the retain authors. TOFU's holds the first 400 rows of
-    ``full`` (20 of 180 authors); at this scale the first 100 rows would be only 5 authors,
-    too narrow a sample for MU's retain parts and for RS, which the default scores on them.
+    shorter) spread evenly over the authors that forget10 retains (all retain authors for a
+    larger split), so forget01, forget05 and forget10 share it, as TOFU's splits share theirs:
+    seeds/001 measures retain ES on one held-out set for every split. TOFU's holds the first
+    400 rows of ``full`` (20 of 180 authors); at this scale the first 100 rows would be only 5
+    authors, too narrow a sample for MU's retain parts and for RS, which the default scores on them.
     """
     p = settings(params)
     n_forget = forget_count(params["forget_split"], p["n_authors"])
     qtypes = QTYPES[: p["qa_per_author"]]
     world, authors = world_and_authors(p)
     n_retain = (p["n_authors"] - n_forget) * len(qtypes)
+    shared = min(n_retain, (p["n_authors"] - forget_count("forget10", p["n_authors"])) * len(qtypes))
 
     full = [qa(a, q) for a in authors for q in qtypes]
     pert_rng = random.Random(f"{p['seed']}:perturbed")
@@ -978,7 +981,7 @@ def build(params: dict) -> dict[str, list[dict]]:
         "forget": full[n_retain:],
         "retain": full[:n_retain],
         "forget_perturbed": perturbed[n_retain:],
-        "retain_perturbed": [perturbed[i] for i in spread(n_retain, p["n_retain_perturbed"])],
+        "retain_perturbed": [perturbed[i] for i in spread(shared, p["n_retain_perturbed"])],
         "real_authors_perturbed": probe_records(probe_rng, real_author_probes(author_kb, p["n_real_authors"]),
                                                 author_kb),
         "world_facts_perturbed": probe_records(probe_rng, world_kb[: p["n_world_facts"]], world_kb),
