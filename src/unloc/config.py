@@ -12,6 +12,7 @@ constraints and ``expand()`` lists from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from unloc.registry import ConfigError, parse_settings, suggest
 from unloc.sanity import SanitySettings
 from unloc.stages import EvalSettings, MixSettings
 from unloc.stats import StatsSettings
-from unloc.tables import ORIGINAL, TABLES
+from unloc.tables import GEFFECT, ORIGINAL, TABLES
 from unloc.train import InjectSettings, LoopSettings, TrainSettings
 
 TRAIN_SECTIONS = ("pretrain", "finetune_retain", "finetune_full")
@@ -68,6 +69,23 @@ class Original:
         return sorted(out)
 
 
+GEFFECT_KEYS = ("splits", "objectives", "regularizer", "train", "probe_every")
+
+
+@dataclass(frozen=True)
+class GEffect:
+    """The config's ``geffect`` section (seeds/001), checked: its forget splits, the objectives
+    run on each, the unlearning loop, the probe interval, and each (split, objective) run's
+    objective block as the unlearn_all stage takes it (the section's regularizer filled in,
+    the split's overrides merged)."""
+
+    splits: tuple[str, ...]
+    objectives: tuple[str, ...]
+    train: LoopSettings
+    probe_every: int
+    blocks: dict[tuple[str, str], dict]
+
+
 @dataclass(frozen=True)
 class Experiment:
     train: dict[str, TrainSettings]  # pretrain, finetune_retain, finetune_full
@@ -88,6 +106,7 @@ class Experiment:
     original: Original
     figure_settings: dict[str, Any]  # of every configured figure with runs of its own (its config block)
     experiment_configs: dict[str, dict]  # {table: the config of the experiment it runs in} (Table 6)
+    geffect: GEffect | None  # seeds/001's runs, when the config has a geffect section
 
 
 def merge_configs(base: dict, override: dict) -> dict:
@@ -186,8 +205,8 @@ def check_config(config: dict) -> Experiment:
     tables = _names(TABLES, config["tables"], "tables")
     for name in tables:
         spec = TABLES[name]
-        if spec.experiment:
-            continue  # its runs are its experiment's (check_experiments)
+        if spec.experiment or spec.scenario == GEFFECT:
+            continue  # its runs are its experiment's (check_experiments) or the geffect section's
         _needs(f"tables: {name}", spec.needs, columns, "mix.metrics")
         if spec.scenario == ORIGINAL:
             continue  # its runs are its own (the original section)
@@ -199,9 +218,20 @@ def check_config(config: dict) -> Experiment:
         if OBJECTIVES[name].target:
             raise ConfigError(f"unlearn.objectives[{i}]: {name} matches θr's activations; its Oracle-vs-Random runs "
                               f"are Figure 1's (figures: [figure1]), not Table 2's")
+    geffect = check_geffect(config["geffect"]) if config.get("geffect") else None
+    for name in tables:
+        if TABLES[name].scenario == GEFFECT and geffect is None:
+            raise ConfigError(f"tables: {name} is seeds/001's, whose runs the geffect section configures; "
+                              "the config has none")
     figures = _names(FIGURES, config["figures"], "figures")
+    for name in figures:
+        if FIGURES[name].runs == GEFFECT and geffect is None:
+            raise ConfigError(f"figures: {name} plots seeds/001's runs, which the geffect section configures; "
+                              "the config has none")
     figure_settings = {}
     for name in figures:
+        if FIGURES[name].runs == GEFFECT:
+            continue  # it plots probe logs, not curves
         _needs(f"figures: {name}", FIGURES[name].needs, columns, "mix.metrics")
         if FIGURES[name].runs == "own":
             figure_settings[name] = _own_runs(name, config, runs)
@@ -218,7 +248,7 @@ def check_config(config: dict) -> Experiment:
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
         sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"),
         original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings,
-        experiment_configs=check_experiments(config, tables))
+        experiment_configs=check_experiments(config, tables), geffect=geffect)
 
 
 def _own_runs(name: str, config: dict, runs: dict[str, ObjectiveRun]):
@@ -286,6 +316,53 @@ def check_original(section: dict, tables: tuple[str, ...], unlearn: dict) -> Ori
     wanted = tuple(dict.fromkeys(run.localizer for run in runs.values()))
     closure = _localizer_closure(wanted, settings, "original.masks", "original (its tables' localizers)")
     return Original(seeds=tuple(seeds or ()), localizers=closure, runs=runs)
+
+
+def check_geffect(section: dict) -> GEffect:
+    """The ``geffect`` section: its splits and objectives, and every run's objective block."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"geffect: expected a mapping, got {section!r}")
+    _check_blocks(section, GEFFECT_KEYS, OBJECTIVES, "geffect")
+    for key in ("splits", "objectives", "train", "probe_every"):
+        if key not in section:
+            raise ConfigError(f"geffect.{key}: required setting missing")
+    splits = section["splits"]
+    if not isinstance(splits, list) or not splits or len(set(splits)) != len(splits) or not all(
+            isinstance(s, str) and re.fullmatch(r"forget\d\d", s) for s in splits):
+        raise ConfigError(f"geffect.splits: expected a non-empty list of distinct forgetNN names, got {splits!r}")
+    objectives = _names(OBJECTIVES, section["objectives"], "geffect.objectives")
+    probe_every = section["probe_every"]
+    if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 1:
+        raise ConfigError(f"geffect.probe_every: expected a positive integer (steps between probes), got "
+                          f"{probe_every!r}")
+    train = parse_settings(LoopSettings, section["train"], "geffect.train")
+    regularizer = section.get("regularizer")
+    blocks: dict[tuple[str, str], dict] = {}
+    for i, name in enumerate(objectives):
+        path = f"geffect.{name}"
+        if OBJECTIVES[name].target:
+            raise ConfigError(f"geffect.objectives[{i}]: {name} matches θr's activations, which only masked "
+                              "unlearning supports")
+        block = section.get(name)
+        if not isinstance(block, dict) or "lr" not in block:
+            raise ConfigError(f"{path}: objective {name} is in geffect.objectives but has no block "
+                              f"(at least its lr: {path}: {{lr: ...}})")
+        by_split = block.get("splits") or {}
+        if not isinstance(by_split, dict):
+            raise ConfigError(f"{path}.splits: expected {{<split>: <settings overrides>}}, got {by_split!r}")
+        for split in by_split:
+            if split not in splits:
+                raise ConfigError(f"{path}.splits.{split}: not one of geffect.splits ({', '.join(splits)})")
+        base = {k: v for k, v in block.items() if k != "splits"}
+        base.setdefault("regularizer", regularizer)
+        for split in splits:
+            merged = {**base, **(by_split.get(split) or {})}
+            parse_objective(name, merged, path if split not in by_split else f"{path}.splits.{split}")
+            blocks[(split, name)] = merged
+    for name in OBJECTIVES.names():  # a block of an objective not run is still checked
+        if name in section and name not in objectives:
+            parse_objective(name, {k: v for k, v in section[name].items() if k != "splits"}, f"geffect.{name}")
+    return GEffect(splits=tuple(splits), objectives=objectives, train=train, probe_every=probe_every, blocks=blocks)
 
 
 def _needs(what: str, needs, columns: set[str], where: str) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on clusters or CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec, setting  # noqa: E402
@@ -30,7 +32,8 @@ COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 class FigureSpec(Spec):
     """``fn(ax, curves)`` adds what the figure draws beyond the curves (a threshold line);
     ``draw(curves, model) -> Figure``, where set, draws the whole figure instead. ``runs``: whose
-    curves it plots (``section4``: every Section 4 sweep; ``own``: the runs its settings name)."""
+    curves it plots (``section4``: every Section 4 sweep; ``own``: the runs its settings name;
+    ``geffect``: the probe logs of the geffect section's runs, ``read_probes``)."""
 
     labels: tuple[str, str] = ("", "")
     title: str
@@ -58,9 +61,12 @@ def mu_fq(ax, curves) -> None:
 def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf, sanity_csv=None) -> None:
     """A figure's PNG and PDF; on injected curves whose sanity check failed, the figure says so."""
     spec = FIGURES[name]
-    curves = read_curves(curve_paths)
-    verdict = injection_verdict(curves, sanity_csv)
-    fig = spec.draw(curves, model) if spec.draw else _per_objective(spec, curves, model)
+    if spec.runs == "geffect":  # G-effect probe logs, not mixing curves
+        fig, verdict = spec.draw(read_probes(curve_paths), model), None
+    else:
+        curves = read_curves(curve_paths)
+        verdict = injection_verdict(curves, sanity_csv)
+        fig = spec.draw(curves, model) if spec.draw else _per_objective(spec, curves, model)
     failed = verdict is not None and not verdict.passed
     if failed:
         fig.text(0.5, 0.01, "SANITY CHECK FAILED: θo did not memorize the forget set (sanity.csv)",
@@ -146,3 +152,69 @@ def draw_figure1(curves, model: str):
                   runs="own", title="Figure 1")
 def figure1(ax, curves) -> None:
     """seeds/000 Figure 1: Oracle vs Random A/B/C unlearned by L2 matching of θr's MLP outputs."""
+
+
+# --------------------------------------------------------------------------- seeds/001 G-effect probes
+
+GROUP_COLORS = {"total": "black", "embed": "tab:gray", "shallow": "tab:green", "middle": "tab:orange",
+                "deep": "tab:purple", "lm": "tab:brown"}
+
+
+@dataclass(frozen=True)
+class ProbeLog:
+    """One run's G-effect probe log (geffect.py), labelled by its path
+    ``.../geffect/<split>/<objective>/probe.csv``."""
+
+    split: str
+    objective: str
+    frame: pd.DataFrame
+
+
+def read_probes(paths: list[str]) -> list[ProbeLog]:
+    logs = []
+    for path in paths:
+        path = Path(path)
+        frame = pd.read_csv(path)
+        if "step" not in frame.columns or "e_u_total" not in frame.columns or frame.empty:
+            raise io.ArtifactError(f"{path}: not a G-effect probe log (no rows, or no step/e_u_total column)")
+        logs.append(ProbeLog(path.parent.parent.name, path.parent.name, frame))
+    return logs
+
+
+def draw_geffect(logs: list[ProbeLog], model: str):
+    """seeds/001 Figs. 3-8: e_u (solid) and e_r (dashed) over unlearning steps, in total and per
+    layer group, one panel per objective (rows) and forget split (columns), on a symmetric log
+    scale (GA's magnitudes dwarf the others'). A tied LM head has no lm line (geffect.py)."""
+    objectives = list(dict.fromkeys(log.objective for log in logs))
+    splits = list(dict.fromkeys(log.split for log in logs))
+    fig, axes = plt.subplots(len(objectives), len(splits), figsize=(3.4 * len(splits), 2.5 * len(objectives)),
+                             squeeze=False, sharex="col")
+    by_run = {(log.objective, log.split): log.frame for log in logs}
+    for i, objective in enumerate(objectives):
+        for j, split in enumerate(splits):
+            ax, frame = axes[i][j], by_run.get((objective, split))
+            if frame is None:
+                ax.set_visible(False)
+                continue
+            for group, color in GROUP_COLORS.items():
+                for prefix, style in (("e_u", "-"), ("e_r", "--")):
+                    column = f"{prefix}_{group}"
+                    if column in frame and frame[column].notna().any():
+                        ax.plot(frame["step"], frame[column], style, lw=1.2 if group == "total" else 0.8,
+                                color=color, label=f"{group}" if prefix == "e_u" else None)
+            ax.axhline(0, color="gray", lw=0.5)
+            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_title(f"{objective_label(objective)}, {split}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == len(objectives) - 1:
+                ax.set_xlabel("unlearning step")
+        axes[i][0].set_ylabel("G-effect")
+    axes[0][-1].legend(fontsize=7, title="e_u solid, e_r dashed", title_fontsize=7)
+    fig.suptitle(f"{model}: G-effects of the unlearning objectives (seeds/001)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("geffect_probes", needs=("step", "e_u_total", "e_r_total"), draw=draw_geffect, runs="geffect",
+                  title="G-effect probes")
+def geffect_probes(ax, curves) -> None:
+    """seeds/001 Figs. 3-8: unlearning and retaining G-effects over steps, per objective and layer group."""

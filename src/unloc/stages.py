@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from unloc import distributed, io
+from unloc import distributed, geffect, io
 from unloc.checkpoints import load_checkpoint, resolve_pretrained, save_checkpoint
 from unloc.data import build_dataset, load_role, write_dataset
 from unloc.data.collate import encode_qa, encode_records, encode_text
@@ -54,7 +54,16 @@ from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settin
 from unloc.sanity import SanitySettings, check_rows
 from unloc.sanity import write as write_sanity
 from unloc.scoring import answer_nll
-from unloc.train import Batcher, InjectSettings, LoopSettings, TrainSettings, masked_train, train, write_log
+from unloc.train import (
+    Batcher,
+    InjectSettings,
+    LoopSettings,
+    TrainSettings,
+    masked_train,
+    to_device,
+    train,
+    write_log,
+)
 
 logger = logging.getLogger("unloc")
 
@@ -432,13 +441,15 @@ class UnlearnParams(QaParams):
     seed: int = setting(0, "seed of the batches and of the IDK answers")
 
 
-def _sub_batch_sets(needs, tokenizer, data, params: UnlearnParams) -> dict[str, list]:
-    """The encoded examples of every sub-batch the run's losses read (objectives.SUB_BATCHES)."""
+def _sub_batch_sets(needs, tokenizer, data, params: UnlearnParams,
+                    held_out: frozenset[str] = frozenset()) -> dict[str, list]:
+    """The encoded examples of every sub-batch the run's losses read (objectives.SUB_BATCHES);
+    retain questions in ``held_out`` are left out."""
     encode = lambda records: encode_records(tokenizer, records, params.max_length, params.system_prompt)  # noqa: E731
     forget_records = load_role(data, "forget")
     sets = {"forget": encode(forget_records)}
     if "retain" in needs:
-        sets["retain"] = encode(load_role(data, "retain"))
+        sets["retain"] = encode([r for r in load_role(data, "retain") if r["question"] not in held_out])
     if "idk" in needs:
         answers = _idk_answers(load_role(data, "idk"), len(forget_records), params.seed)
         sets["idk"] = encode([{"question": r["question"], "answer": a} for r, a in zip(forget_records, answers)])
@@ -454,13 +465,16 @@ class Unlearning:
     loss_fn: Callable[[dict], torch.Tensor]
     batcher: Batcher
     train: TrainSettings
+    context: LossContext
 
 
-def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu", target=None) -> Unlearning:
+def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu", target=None,
+                       held_out: frozenset[str] = frozenset()) -> Unlearning:
     """Everything an unlearning run needs before it trains; its references are ``model`` as it is
-    now, ``target`` (θr) the model whose activations an objective with ``target`` matches."""
+    now, ``target`` (θr) the model whose activations an objective with ``target`` matches;
+    ``held_out`` retain questions are never in a retain batch."""
     run = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
-    sets = _sub_batch_sets(run.needs, tokenizer, data, params)
+    sets = _sub_batch_sets(run.needs, tokenizer, data, params, held_out)
     ctx = LossContext(model, sets, tokenizer.pad_token_id, device=device, precision=params.precision,
                       eval_batch_size=params.eval_batch_size, target=target)
     loss_fn = prepare_loss(run, ctx)
@@ -469,7 +483,7 @@ def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cp
     batcher = Batcher(sets["forget"], cfg.batch_size, tokenizer.pad_token_id, params.seed, main="forget",
                       aligned={n: sets[n] for n in run.needs if n == "idk"},
                       paired={n: sets[n] for n in run.needs if n == "retain"})
-    return Unlearning(run, loss_fn, batcher, cfg)
+    return Unlearning(run, loss_fn, batcher, cfg, ctx)
 
 
 @stage("unlearn", settings=UnlearnParams, version=2, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
@@ -499,6 +513,65 @@ def unlearn(params: UnlearnParams, model, mask, data, out, log, target=None, dev
               "seed": mask.metadata.get("seed", "?"), "scenario": params.scenario}
     io.save_delta(out, entries, parent=start, granularity=mask.granularity,
                   metadata=_provenance("unlearn", params, mask=str(mask_path), **labels))
+
+
+HELD_OUT_RETAIN = "retain_perturbed"
+"""The retain items ES on retain is measured on (seeds/001 App. B.1: 400 examples not used during
+unlearning): ``unlearn_all`` leaves them out of its retain batches and probes e_r on them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlearnAllParams(UnlearnParams):
+    probe_every: int | None = setting(None, "log the G-effect probes (geffect.py) before the first step and every "
+                                            "N steps after; null: no probes", minimum=1)
+    hold_out_retain: bool = setting(True, f"leave the {HELD_OUT_RETAIN} items (where ES on retain is measured) out "
+                                          "of the retain batches")
+
+
+@stage("unlearn_all", settings=UnlearnAllParams, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
+       args=(MODEL, DATA, Arg(name="out", help="output HF model directory"), LOG,
+             Arg(name="probe", help="output CSV of the G-effect probes (with probe_every)", required=False)))
+def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, device="cpu") -> None:
+    """θu of seeds/001: unlearn the forget set with one objective (plus its regularizer) on every
+    parameter, optionally probing the G-effects as it trains; writes the whole model."""
+    objective = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
+    if objective.target:
+        raise ConfigError(f"unlearn_all: {params.objective} matches a target model's activations, which only the "
+                          "masked unlearn stage supports")
+    if (probe is None) != (params.probe_every is None):
+        raise ConfigError("unlearn_all: --probe and probe_every go together: give both or neither")
+    start = model
+    model, tokenizer = load_checkpoint(start)
+    held_out_records = load_role(data, HELD_OUT_RETAIN)
+    held_out = frozenset(r["question"] for r in held_out_records) if params.hold_out_retain else frozenset()
+    run = prepare_unlearning(params, model, tokenizer, data, device, held_out=held_out)
+    model.to(device).train()
+    prober = None
+    if params.probe_every is not None:
+        prober = _g_effect_prober(params, run, model, tokenizer, held_out_records, probe, device)
+        prober.start()
+    train(list(model.parameters()), run.loss_fn, run.batcher, run.train, seed=params.seed,
+          precision=params.precision, device=device, log_path=log, desc=f"unlearn_all[{params.objective}]",
+          on_step=prober)
+    model.eval()
+    _save_all_parameters(model, tokenizer, out, _provenance(
+        "unlearn_all", params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective),
+        launch=None)
+
+
+def _g_effect_prober(params: UnlearnAllParams, run: Unlearning, model, tokenizer, retain_records, path,
+                     device) -> geffect.Prober:
+    """Probes of e_u on the forget set and e_r on the held-out retain items; NPO/TNPO weights at
+    the objective's β when it has one (against the model before unlearning, scored now)."""
+    ctx = run.context
+    retain = encode_records(tokenizer, retain_records, params.max_length, params.system_prompt)
+    batches = [to_device(b, device) for b in run.batcher.epoch(geffect.PROBE_EPOCH)]
+    beta = getattr(run.run.objective.settings, "beta", None)
+    reference = None if beta is None else geffect.NpoReference(
+        beta, ctx.reference_logprobs("forget"), ctx.reference_token_logprobs("forget"))
+    return geffect.Prober(params.probe_every, path, lambda: geffect.probe(
+        model, run.loss_fn, batches, ctx.sets["forget"], retain, tokenizer.pad_token_id, params.eval_batch_size,
+        reference, device))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +35,7 @@ from unloc.stats import StatsSettings
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
 ORIGINAL = "original"  # the scenario of curves that start from θfull (seeds/000 Section 3)
+GEFFECT = "geffect"  # seeds/001's tables: evaluations of full-parameter unlearning runs, not curves
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,12 +101,16 @@ def injection_verdict(curves: list[Curve], sanity_csv) -> Verdict | None:
 def write_table(name: str, stats_settings, curve_paths: list[str], model: str, out_csv, out_md,
                 sanity_csv=None) -> pd.DataFrame:
     """A table's CSV and markdown; on injected curves both carry the sanity verdict (a ``sanity``
-    column: pass or fail; a line under the markdown title)."""
+    column: pass or fail; a line under the markdown title). A seeds/001 table (scenario
+    ``geffect``) reads `unloc eval` results (``read_evals``) in place of curves."""
     spec = TABLES[name]
     settings = parse_settings(StatsSettings, stats_settings, "stats")
-    curves = read_curves(curve_paths)
-    table = spec.fn(curves, settings, model)
-    verdict = injection_verdict(curves, sanity_csv)
+    if spec.scenario == GEFFECT:  # evaluations of whole models, not mixing curves
+        table, verdict = spec.fn(read_evals(curve_paths), settings, model), None
+    else:
+        curves = read_curves(curve_paths)
+        table = spec.fn(curves, settings, model)
+        verdict = injection_verdict(curves, sanity_csv)
     markdown = spec.markdown(table, settings)
     if verdict is not None:
         table["sanity"] = "pass" if verdict.passed else "fail"
@@ -408,3 +414,78 @@ def table6_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
 def table6(curves: list[Curve], settings: StatsSettings, model: str) -> pd.DataFrame:
     """Table 6: Random vs Oracle on PII records, AUES only (FQ is defined on TOFU alone)."""
     return oracle_vs_random(curves, settings, model, metrics=("AUES",))
+
+
+# --------------------------------------------------------------------------- seeds/001 Table 1
+
+GEFFECT_METRICS = ("forget_truth_ratio", "forget_quality", "model_utility", "extraction_strength",
+                   "retain_extraction_strength", "forget_para_extraction_strength", "retain_para_extraction_strength")
+"""The `unloc eval` metrics seeds/001's Table 1 reads: the evaluate_geffect rule computes only these."""
+BEFORE_UNLEARNING = "theta_full"
+"""The method name of seeds/001's "before unlearning" row: θfull, which every run unlearns."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One `unloc eval` result of a seeds/001 run: its forget split, its method (an objective, or
+    ``BEFORE_UNLEARNING``) and the agg_value of each metric of its TOFU_EVAL.json."""
+
+    split: str
+    method: str
+    values: dict[str, float | None]
+
+
+def read_evals(paths: list[str]) -> list[Evaluation]:
+    """TOFU_EVAL.json files laid out as ``.../<split>/eval/<method>/TOFU_EVAL.json``."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        if path.parent.parent.name != "eval":
+            raise io.ArtifactError(f"{path}: expected a seeds/001 evaluation at <split>/eval/<method>/TOFU_EVAL.json")
+        results = io.read_json(path)
+        missing = [m for m in GEFFECT_METRICS if m not in results]
+        if missing:
+            raise io.ArtifactError(f"{path}: no {', '.join(missing)} (run `unloc eval` with these metrics)")
+        out.append(Evaluation(path.parent.parent.parent.name, path.parent.name,
+                              {m: results[m]["agg_value"] for m in GEFFECT_METRICS}))
+    return out
+
+
+GEFFECT_TABLE1_COLUMNS = ["model", "split", "method", "es_exact_retain", "es_exact_unlearn", "es_perturb_retain",
+                          "es_perturb_unlearn", "mu", "fq", "ln_fq"]
+
+
+def _ln(p: float | None) -> float:
+    return math.log(p) if p else float("nan")
+
+
+def geffect_table1_markdown(table: pd.DataFrame, settings: StatsSettings) -> str:
+    model = table["model"].iloc[0] if len(table) else ""
+    lines = [f"# Table 1 (seeds/001): unlearning objectives with KL, {model}", "",
+             "| split | method | ES-exact retain ↑ | ES-exact unlearn ↓ | ES-perturb retain ↑ | ES-perturb unlearn ↓ "
+             "| MU ↑ | FQ (ln) ↑ |", "|---|---|---|---|---|---|---|---|"]
+    for row in table.itertuples():
+        cells = [row.es_exact_retain, row.es_exact_unlearn, row.es_perturb_retain, row.es_perturb_unlearn, row.mu,
+                 row.ln_fq]
+        lines.append(f"| {row.split} | {row.method} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+    lines += ["", "The raw end of training (not mixed). Unlearn: the forget split; retain: the held-out retain "
+              "items (retain_perturbed), which no run trains on. ES-perturb: the ES of the paraphrased answers. "
+              "FQ: KS-test p-value against θr of the same split, as its natural log (seeds/001's; log10 elsewhere)."]
+    return "\n".join(lines) + "\n"
+
+
+@TABLES.register("geffect_table1", scenario=GEFFECT, needs=GEFFECT_METRICS, markdown=geffect_table1_markdown,
+                 title="Table 1 (seeds/001): unlearning objectives with KL",
+                 help="seeds/001 Table 1: each objective's raw end of training, per forget split")
+def geffect_table1(evals: list[Evaluation], settings: StatsSettings, model: str) -> pd.DataFrame:
+    """Before unlearning (θfull) and every objective, per forget split, in the order given."""
+    rows = []
+    for e in evals:
+        v = e.values
+        rows.append({"model": model, "split": e.split,
+                     "method": "before unlearning" if e.method == BEFORE_UNLEARNING else objective_label(e.method),
+                     "es_exact_retain": v["retain_extraction_strength"], "es_exact_unlearn": v["extraction_strength"],
+                     "es_perturb_retain": v["retain_para_extraction_strength"],
+                     "es_perturb_unlearn": v["forget_para_extraction_strength"], "mu": v["model_utility"],
+                     "fq": v["forget_quality"], "ln_fq": _ln(v["forget_quality"])})
+    return pd.DataFrame(rows, columns=GEFFECT_TABLE1_COLUMNS)

@@ -7,13 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unloc.figures import FIGURES, plot_figure
+from unloc import io
+from unloc.figures import FIGURES, plot_figure, read_probes
+from unloc.geffect import COLUMNS as GEFFECT_COLUMNS
 from unloc.io import ArtifactError
 from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import parse_settings
 from unloc.stats import StatsSettings
-from unloc.tables import ORIGINAL, SECTION3_COLUMNS, TABLE2_COLUMNS, TABLES, read_curves, table2, write_table
+from unloc.tables import (
+    GEFFECT_METRICS,
+    GEFFECT_TABLE1_COLUMNS,
+    ORIGINAL,
+    SECTION3_COLUMNS,
+    TABLE2_COLUMNS,
+    TABLES,
+    read_curves,
+    table2,
+    write_table,
+)
 
 STATS = {"n_resamples": 500}
 SETTINGS = parse_settings(StatsSettings, STATS, "stats")
@@ -75,11 +87,36 @@ def test_table2_files(curves, tmp_path, sanity_csv):
     assert pd.read_csv(tmp_path / "t.csv").shape == (2, len(TABLE2_COLUMNS) + 1)  # + the sanity verdict
 
 
-@pytest.mark.parametrize("name", FIGURES.names())
+@pytest.mark.parametrize("name", [spec.name for spec in FIGURES.specs() if spec.runs != "geffect"])
 def test_every_figure_is_written_as_png_and_pdf(curves, tmp_path, name, sanity_csv):
     plot_figure(name, curves, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf", sanity_csv)
     assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def probe_logs(root) -> list[str]:
+    """G-effect probe logs at the workflow's layout: 2 objectives x 2 splits, the lm group NaN (tied)."""
+    paths = []
+    for split in ("forget01", "forget10"):
+        for k, objective in enumerate(("ga", "npo")):
+            steps = np.arange(0, 6)
+            rows = {"step": steps, **{c: -(k + 1.0) * (steps + 1) for c in GEFFECT_COLUMNS if c != "step"}}
+            rows.update(e_u_lm=np.nan, e_r_lm=np.nan)
+            path = root / split / objective / "probe.csv"
+            path.parent.mkdir(parents=True)
+            pd.DataFrame(rows, columns=GEFFECT_COLUMNS).to_csv(path, index=False)
+            paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in FIGURES.specs() if spec.runs == "geffect"])
+def test_every_probe_figure_is_written_from_probe_logs_and_refuses_a_curve(curves, tmp_path, name):
+    plot_figure(name, probe_logs(tmp_path / "geffect"), "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert [(log.split, log.objective) for log in read_probes(probe_logs(tmp_path / "again"))] == [
+        ("forget01", "ga"), ("forget01", "npo"), ("forget10", "ga"), ("forget10", "npo")]
+    with pytest.raises(ArtifactError, match="not a G-effect probe log"):
+        plot_figure(name, curves[:1], "tiny", tmp_path / "x.png", tmp_path / "x.pdf")
 
 
 @pytest.mark.parametrize("name", [*TABLES.names(), *FIGURES.names()])
@@ -194,3 +231,48 @@ def test_table6_is_aues_of_oracle_vs_random_from_es_only_curves(tmp_path, sanity
     assert md.startswith("### Table 6: Random vs Oracle on PII records (tiny)")
     assert "| AUES (↑) | 0.700 ± 0.000 | 0.700 ± 0.100 | 0.067 |" in md
     assert TABLES["table6"].needs == ("fs", "rs")
+
+
+# --------------------------------------------------------------------------- seeds/001 Table 1
+
+
+def geffect_evals(root, methods=("theta_full", "ga", "wtnpo")) -> list[str]:
+    """TOFU_EVAL.json files at the workflow's layout, each metric's agg_value known: 0.1 x the
+    metric's position + 0.01 x the method's, FQ = exp(-2 - method position)."""
+    paths = []
+    for split in ("forget01", "forget10"):
+        for j, method in enumerate(methods):
+            results = {m: {"agg_value": 0.1 * i + 0.01 * j} for i, m in enumerate(GEFFECT_METRICS)}
+            results["forget_quality"] = {"agg_value": math.exp(-2 - j)}
+            path = root / split / "eval" / method / "TOFU_EVAL.json"
+            io.write_json(path, results)
+            paths.append(str(path))
+    return paths
+
+
+def test_geffect_table1_puts_each_metric_in_its_column_and_fq_as_ln(tmp_path):
+    table = write_table("geffect_table1", {}, geffect_evals(tmp_path / "g"), "tiny", tmp_path / "t.csv",
+                        tmp_path / "t.md")
+    assert list(table.columns) == GEFFECT_TABLE1_COLUMNS
+    assert list(zip(table["split"], table["method"])) == [
+        (s, m) for s in ("forget01", "forget10") for m in ("before unlearning", "GA", "WTNPO")]
+    position = {m: i for i, m in enumerate(GEFFECT_METRICS)}
+    wtnpo = table.iloc[2]
+    for column, metric in (("es_exact_unlearn", "extraction_strength"),
+                           ("es_exact_retain", "retain_extraction_strength"),
+                           ("es_perturb_unlearn", "forget_para_extraction_strength"),
+                           ("es_perturb_retain", "retain_para_extraction_strength"), ("mu", "model_utility")):
+        assert wtnpo[column] == pytest.approx(0.1 * position[metric] + 0.02), column
+    assert list(table["ln_fq"]) == pytest.approx([-2, -3, -4] * 2)
+    md = (tmp_path / "t.md").read_text()
+    assert "| forget10 | WTNPO | 0.4200 | 0.3200 | 0.6200 | 0.5200 | 0.2200 | -4.0000 |" in md
+    assert pd.read_csv(tmp_path / "t.csv").shape == (6, len(GEFFECT_TABLE1_COLUMNS))  # no sanity column
+
+
+def test_geffect_table1_refuses_an_evaluation_without_its_metrics(tmp_path):
+    paths = geffect_evals(tmp_path / "g")
+    results = io.read_json(paths[0])
+    del results["retain_para_extraction_strength"]
+    io.write_json(paths[0], results)
+    with pytest.raises(ArtifactError, match="no retain_para_extraction_strength"):
+        write_table("geffect_table1", {}, paths, "tiny", tmp_path / "t.csv", tmp_path / "t.md")

@@ -29,7 +29,8 @@ from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import ConfigError, to_dict
 from unloc.stages import STAGES, read_params
-from unloc.tables import ORIGINAL, TABLES
+from unloc.tables import BEFORE_UNLEARNING, GEFFECT_METRICS, ORIGINAL, TABLES
+from unloc.tables import GEFFECT as GEFFECT_SCENARIO
 
 try:
     EXPERIMENT = check_config(config)
@@ -134,16 +135,17 @@ wildcard_constraints:
 # --------------------------------------------------------------------------- command lines
 
 
-def command(stage, args, threads=True):
+def command(stage, args, threads=True, data=None):
     """The shell command of a stage's rule: its launcher (resources.smk), the stage, its params,
-    the dataset directory and ``args``, logged to the rule's log. Where to run (--device, torchrun)
-    is not a param: moving a run from CPU to GPU does not invalidate its artifacts."""
+    the dataset directory (``data``, default the experiment's) and ``args``, logged to the rule's
+    log. Where to run (--device, torchrun) is not a param: moving a run from CPU to GPU does not
+    invalidate its artifacts."""
     launch = LAUNCH.get(stage, UNLOC)
     parts = [launch, "--threads {threads}" if threads else "", stage]
     if STAGES[stage].takes_params:
         parts.append("--params {params.p:q}")
     if any(arg.name == "data" for arg in STAGES[stage].args):
-        parts.append(f"--data {DATA}")
+        parts.append(f"--data {data or DATA}")
     return " ".join(p for p in parts if p) + f" {args} > {{log}} 2>&1"
 
 
@@ -192,9 +194,13 @@ def pretrain_params():
 FINETUNE_SPLIT = {"r": "retain", "full": "full"}  # θr: retain set; θfull: all of D (Section 3)
 
 
-def finetune_params(w):
-    train = to_dict(EXPERIMENT.train[f"finetune_{FINETUNE_SPLIT[w.which]}"])
+def finetune_params_of(which):
+    train = to_dict(EXPERIMENT.train[f"finetune_{FINETUNE_SPLIT[which]}"])
     return stage_params("finetune", train=train, seed=config["seed"], **qa_slice())
+
+
+def finetune_params(w):
+    return finetune_params_of(w.which)
 
 
 def localize_inputs(w):
@@ -263,12 +269,18 @@ def table_inputs(w):
         return EXPERIMENT_TABLE_INPUTS[w.table]
     if TABLES[w.table].scenario == ORIGINAL:
         return {"curves": original_curves(w.table)}
+    if TABLES[w.table].scenario == GEFFECT_SCENARIO:
+        return {"curves": GEFFECT_EVALS}
     return {"curves": CURVES, "sanity": SANITY}
 
 
-def figure_curves(w):
-    """Figure 1 plots its own runs' sweeps; the other figures every Section 4 sweep."""
-    return FIGURE1_CURVES if FIGURES[w.figure].runs == "own" else CURVES
+def figure_inputs(w):
+    """Figure 1 plots its own runs' sweeps, the G-effect figure the geffect runs' probe logs (no
+    injection, so no sanity verdict); the other figures every Section 4 sweep."""
+    runs = FIGURES[w.figure].runs
+    if runs == "geffect":
+        return {"curves": GEFFECT_PROBES}
+    return {"curves": FIGURE1_CURVES if runs == "own" else CURVES, "sanity": SANITY}
 
 
 def report_caption(name):
@@ -338,17 +350,76 @@ def eval_checkpoints():
 EVAL_CHECKPOINTS = eval_checkpoints()
 
 
-def evaluate_options(w):
-    """`unloc eval`'s options for one checkpoint: the config's evaluate section and model settings."""
+def eval_options(reference=None):
+    """`unloc eval`'s options: the config's evaluate section, model settings, and the reference."""
     system_prompt = config["model"]["system_prompt"]
     return " ".join(filter(None, [
         settings_options(EXPERIMENT.evaluate),
         f"--max-length {config['model']['max_length']} --precision {config['precision']}",
         f"--system-prompt {shlex.quote(system_prompt)}" if system_prompt is not None else "",
-        "" if w.ckpt == "theta_r" else f"--reference {EVAL_REFERENCE}",
+        f"--reference {reference}" if reference else "",
     ]))
+
+
+def evaluate_options(w):
+    """`unloc eval`'s options for one checkpoint, against θr's suite (θr itself: none)."""
+    return eval_options(None if w.ckpt == "theta_r" else EVAL_REFERENCE)
 
 
 def sanity_results():
     """{name in sanity.csv: ES result} of every checkpoint; θo of seed s is theta_o[s<s>]."""
     return {c if not c.startswith("theta_o_s") else f"theta_o[s{c[9:]}]": f"{R}/es/{c}.json" for c in CHECKPOINTS}
+
+
+# --------------------------------------------------------------------------- seeds/001 (G-effect)
+# Per forget split: its dataset (the experiment's own for data.forget_split), its θr, and from the
+# shared θfull one full-parameter unlearning run per objective, each evaluated against that θr.
+
+GE = EXPERIMENT.geffect
+GEFFECT = f"{R}/geffect/{{split}}"
+GEFFECT_RUN = f"{GEFFECT}/{{objective}}"
+GEFFECT_EVAL = f"{GEFFECT}/eval/{{method}}"
+GEFFECT_EVAL_OUTPUTS = [f"{GEFFECT_EVAL}/{f}" for f in (EVAL_FILE, SUMMARY_FILE, ITEMS_FILE)]
+GEFFECT_TABLES = [t for t in EXPERIMENT.tables if TABLES[t].scenario == GEFFECT_SCENARIO]
+
+
+def split_data(split):
+    """The dataset directory of a forget split: the experiment's own for data.forget_split."""
+    return DATA if split == config["data"]["forget_split"] else f"{DATA}/splits/{split}"
+
+
+def split_theta_r(split):
+    """θr of a forget split: the experiment's own for data.forget_split."""
+    return f"{R}/theta_r" if split == config["data"]["forget_split"] else f"{R}/geffect/{split}/theta_r"
+
+
+def geffect_model(w):
+    """The checkpoint an evaluation of seeds/001 scores: θr, θfull (before unlearning) or a run's θu."""
+    if w.method == "theta_r":
+        return split_theta_r(w.split)
+    if w.method == BEFORE_UNLEARNING:
+        return f"{R}/theta_full"
+    return f"{GEFFECT_RUN}/theta_u".format(split=w.split, objective=w.method)
+
+
+def geffect_unlearn_params(w):
+    """Only this split's and objective's block: changing geffect.npo.lr reruns the NPO runs alone."""
+    return stage_params(
+        "unlearn_all", objective=w.objective, block=GE.blocks[(w.split, w.objective)], train=to_dict(GE.train),
+        eval_batch_size=config["unlearn"]["eval_batch_size"], scenario=ORIGINAL, seed=config["seed"],
+        probe_every=GE.probe_every, **qa_slice(),
+    )
+
+
+GEFFECT_METHODS = ["theta_r", BEFORE_UNLEARNING, *(GE.objectives if GE else ())]
+GEFFECT_EVALS = [f"{GEFFECT_EVAL}/{EVAL_FILE}".format(split=s, method=m)
+                 for s in (GE.splits if GE else ()) for m in GEFFECT_METHODS[1:]]
+GEFFECT_PROBES = [f"{GEFFECT_RUN}/probe.csv".format(split=s, objective=o) for s in (GE.splits if GE else ())
+                  for o in GE.objectives]
+GEFFECT_FIGURES = [f for f in EXPERIMENT.figures if FIGURES[f].runs == "geffect"]
+GEFFECT_ARTIFACTS = [
+    *GEFFECT_EVALS,
+    *GEFFECT_PROBES,
+    *(f"{GEFFECT_RUN}/theta_u".format(split=s, objective=o) for s in GE.splits for o in GE.objectives),
+] if GEFFECT_TABLES or GEFFECT_FIGURES else []
+FINAL_ARTIFACTS += GEFFECT_ARTIFACTS

@@ -29,10 +29,9 @@ rule table:
 
 
 rule figure:
-    """One registered figure (src/unloc/figures.py) from its mixing curves."""
+    """One registered figure (src/unloc/figures.py) from its mixing curves (or probe logs)."""
     input:
-        curves=figure_curves,
-        sanity=SANITY,
+        unpack(figure_inputs),
     output:
         png=report(f"{R}/figures/{{figure}}.png", caption="../report/figure.rst", category="Figures"),
         pdf=f"{R}/figures/{{figure}}.pdf",
@@ -40,10 +39,11 @@ rule figure:
         p=lambda w: stage_params("figure", figure=w.figure),
         name=config["name"],
         caption=lambda w: report_caption(w.figure),
+        sanity=lambda w, input: f"--sanity {input.sanity}" if "sanity" in input.keys() else "",
     conda:
         CONDA_ENV
     log:
         f"{LOGS}/figure_{{figure}}.log",
     shell:
-        command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} --sanity {input.sanity}"
+        command("figure", "--name {params.name} --out-png {output.png} --out-pdf {output.pdf} {params.sanity}"
                 " {input.curves}", threads=False)

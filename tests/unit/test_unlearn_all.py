@@ -1,0 +1,88 @@
+"""The full-parameter unlearning stage of seeds/001 (``unlearn_all``): it trains every parameter,
+never puts a held-out retain item in a batch, and its G-effect probes leave the result
+bit-identical to an unprobed run."""
+
+import math
+
+import pytest
+import torch
+
+from unloc import io, stages
+from unloc.checkpoints import load_checkpoint
+from unloc.data import build_dataset, load_role, write_dataset
+from unloc.geffect import COLUMNS
+from unloc.registry import ConfigError
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+DATA = {"name": "t", "source": "minitofu", "forget_split": "forget10",
+        "minitofu": {"seed": 0, "n_authors": 10, "qa_per_author": 4, "n_retain_perturbed": 6,
+                     "n_real_authors": 4, "n_world_facts": 4, "corpus_docs": 20}}
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3, "num_heads": 4, "vocab_size": 400}
+PRETRAIN = {"precision": "fp32", "model": {"source": "tiny", "max_length": 64, "tiny": TINY}, "seed": 0,
+            "train": {"lr": 1e-2, "epochs": 2, "batch_size": 8}}
+# seeds/001's loop (weight decay 0, warm-up over the first of its epochs, linear decay), cut to 2 epochs
+UNLEARN_ALL = {"precision": "fp32", "max_length": 96, "system_prompt": None, "seed": 0, "eval_batch_size": 8,
+               "objective": "npo", "block": {"lr": 1e-3, "beta": 0.5, "regularizer": "kl"},
+               "train": {"epochs": 2, "batch_size": 2, "weight_decay": 0.0, "schedule": "linear",
+                         "warmup_ratio": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unlearn_all")
+    write_dataset(build_dataset(DATA), root / "data")
+    stages.pretrain(PRETRAIN, root / "data", root / "theta_full", root / "pretrain.csv")
+    return root
+
+
+def run(built, out, **params):
+    probe = out / "probe.csv" if params.get("probe_every") else None
+    stages.unlearn_all({**UNLEARN_ALL, **params}, built / "theta_full", built / "data", out / "theta_u",
+                       out / "log.csv", probe)
+    return load_checkpoint(out / "theta_u")[0]
+
+
+def test_every_parameter_trains_and_probes_change_nothing(built, tmp_path):
+    before = load_checkpoint(built / "theta_full")[0].state_dict()
+    plain = run(built, tmp_path / "plain").state_dict()
+    probed = run(built, tmp_path / "probed", probe_every=2).state_dict()
+    for key in before:
+        assert torch.equal(plain[key], probed[key]), key
+        # every weight matrix and norm moves; only embedding rows of tokens no batch holds may stay
+        assert not torch.equal(before[key], plain[key]), key
+    rows = io.read_csv(tmp_path / "probed" / "probe.csv")
+    steps = len(io.read_csv(tmp_path / "plain" / "log.csv"))
+    assert [int(r["step"]) for r in rows] == list(range(0, steps + 1, 2))
+    assert list(rows[0]) == COLUMNS
+    # the tiny Llama ties its LM head to the embedding: counted under embed, lm is NaN (geffect.parameter_groups)
+    tied = ("e_u_lm", "e_r_lm")
+    assert all(math.isnan(float(r[c])) for r in rows for c in tied)
+    assert all(math.isfinite(float(r[c])) for r in rows for c in COLUMNS if c not in tied)
+    assert all(float(r["e_u_total"]) < 0 for r in rows)  # NPO raises the forget NLL at every probe
+    # NPO's weights start at 1 (the model is its own reference) and fall as it unlearns
+    assert float(rows[0]["npo_weight"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(rows[-1]["npo_weight"]) < 0.9
+    assert float(rows[-1]["risk_forget"]) > float(rows[0]["risk_forget"])
+
+
+def test_held_out_retain_items_are_in_no_retain_batch(built):
+    model, tokenizer = load_checkpoint(built / "theta_full")
+    held_out = frozenset(r["question"] for r in load_role(built / "data", stages.HELD_OUT_RETAIN))
+    retain = load_role(built / "data", "retain")
+    assert held_out and held_out < {r["question"] for r in retain}
+    params = stages.read_params(stages.STAGES["unlearn_all"], {**UNLEARN_ALL})
+    run_ = stages.prepare_unlearning(params, model, tokenizer, built / "data", held_out=held_out)
+    texts = {tokenizer.decode(e.input_ids) for e in run_.context.sets["retain"]}
+    assert len(run_.context.sets["retain"]) == len(retain) - len(held_out)
+    assert not any(q in text for q in held_out for text in texts)
+
+
+def test_probe_path_and_probe_every_go_together(built, tmp_path):
+    with pytest.raises(ConfigError, match="--probe and probe_every go together"):
+        stages.unlearn_all({**UNLEARN_ALL, "probe_every": 2}, built / "theta_full", built / "data",
+                           tmp_path / "theta_u", tmp_path / "log.csv")
+    with pytest.raises(ConfigError, match="l2_mlp matches a target model"):
+        stages.unlearn_all({**UNLEARN_ALL, "objective": "l2_mlp", "block": {"lr": 1e-3}}, built / "theta_full",
+                           built / "data", tmp_path / "theta_u", tmp_path / "log.csv")
+    assert not (tmp_path / "theta_u").exists()

@@ -1,0 +1,102 @@
+# seeds/001 (G-effect): per forget split of geffect.splits, its dataset and θr, then from θfull one
+# full-parameter unlearning run per objective with its G-effect probes, each evaluated against the
+# split's θr for Table 1 (tables: [geffect_table1]). The experiment's own split reuses its data and θr.
+
+# without a geffect section the constraints match nothing, so these rules never run
+_SPLITS = "|".join(GE.splits) if GE else "(?!)"
+_OBJECTIVES = "|".join(GE.objectives) if GE else "(?!)"
+
+rule prepare_data_split:
+    """A forget split's dataset roles (every role but forget, retain and their perturbed sets as
+    the experiment's)."""
+    output:
+        expand(f"{DATA}/splits/{{{{split}}}}/{{role}}.jsonl", role=ROLES),
+    wildcard_constraints:
+        split=_SPLITS,
+    params:
+        p=lambda w: stage_params("prepare_data", data={**config["data"], "forget_split": w.split}),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/prepare_data_{{split}}.log",
+    shell:
+        command("prepare_data", f"--out {DATA}/splits/{{wildcards.split}}", threads=False)
+
+rule finetune_split:
+    """θr of a forget split: θp fine-tuned on that split's retain set."""
+    input:
+        theta_p=f"{R}/theta_p",
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        model=directory(f"{R}/geffect/{{split}}/theta_r"),
+        log=f"{R}/geffect/{{split}}/train_logs/finetune_r.csv",
+    wildcard_constraints:
+        split=_SPLITS,
+    params:
+        p=finetune_params_of("r"),
+        data=lambda w: split_data(w.split),
+    threads: threads_of("finetune")
+    resources:
+        **resources_of("finetune"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/finetune_r_{{split}}.log",
+    shell:
+        command("finetune", "--model {input.theta_p} --split retain --out {output.model} --log {output.log}",
+                data="{params.data}")
+
+rule unlearn_all:
+    """θu of seeds/001: θfull unlearned with one objective (and the section's regularizer) on every
+    parameter, with its G-effect probes: results/{name}/geffect/{split}/{objective}/."""
+    input:
+        theta_full=f"{R}/theta_full",
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        model=directory(f"{GEFFECT_RUN}/theta_u"),
+        log=f"{GEFFECT_RUN}/train_log.csv",
+        probe=f"{GEFFECT_RUN}/probe.csv",
+    wildcard_constraints:
+        split=_SPLITS,
+        objective=_OBJECTIVES,
+    params:
+        p=geffect_unlearn_params,
+        data=lambda w: split_data(w.split),
+    threads: threads_of("unlearn_all")
+    resources:
+        **resources_of("unlearn_all"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/unlearn_all_{{split}}_{{objective}}.log",
+    shell:
+        command("unlearn_all", "--model {input.theta_full} --out {output.model} --log {output.log} "
+                "--probe {output.probe}", data="{params.data}")
+
+rule evaluate_geffect:
+    """`unloc eval` of θr, θfull or a run's θu on a forget split, with the metrics of seeds/001's
+    Table 1 only, against the split's θr (θr itself: none)."""
+    input:
+        model=geffect_model,
+        reference=lambda w: [] if w.method == "theta_r" else [f"{GEFFECT}/eval/theta_r/{EVAL_FILE}"],
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        GEFFECT_EVAL_OUTPUTS,
+    wildcard_constraints:
+        split=_SPLITS,
+        method="|".join(sorted(GEFFECT_METHODS, key=len, reverse=True)),
+    params:
+        options=lambda w, input: eval_options(input.reference[0] if input.reference else None),
+        data=lambda w: split_data(w.split),
+        metrics=",".join(GEFFECT_METRICS),
+        out=lambda w: GEFFECT_EVAL.format(split=w.split, method=w.method),
+    threads: threads_of("evaluate")
+    resources:
+        **resources_of("evaluate"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/evaluate_{{split}}_{{method}}.log",
+    shell:
+        f"{UNLOC} --threads {{threads}} eval {{input.model}} --data {{params.data}} --holdout-split none "
+        "--metrics {params.metrics} {params.options} --out {params.out} > {log} 2>&1"
