@@ -157,7 +157,9 @@ def figure1(ax, curves) -> None:
 # --------------------------------------------------------------------------- seeds/001 G-effect probes
 
 GROUP_COLORS = {"total": "black", "embed": "tab:gray", "shallow": "tab:green", "middle": "tab:orange",
-                "deep": "tab:purple", "lm": "tab:brown"}
+                "deep": "tab:purple", "lm": "tab:brown", "regularizer": "tab:cyan"}
+"""The lines of a G-effect panel: the objective's total and per-group G-effects, and its
+regularizer's total (geffect.COLUMNS)."""
 
 
 @dataclass(frozen=True)
@@ -182,9 +184,10 @@ def read_probes(paths: list[str]) -> list[ProbeLog]:
 
 
 def draw_geffect(logs: list[ProbeLog], model: str):
-    """seeds/001 Figs. 3-8: e_u (solid) and e_r (dashed) over unlearning steps, in total and per
-    layer group, one panel per objective (rows) and forget split (columns), on a symmetric log
-    scale (GA's magnitudes dwarf the others'). A tied LM head has no lm line (geffect.py)."""
+    """seeds/001 Figs. 3-8: e_u (solid) and e_r (dashed) of the objective over unlearning steps, in
+    total and per layer group, and of its regularizer in total, one panel per objective (rows) and
+    forget split (columns), on a symmetric log scale (GA's magnitudes dwarf the others'). A tied
+    LM head has no lm line (geffect.py)."""
     objectives = list(dict.fromkeys(log.objective for log in logs))
     splits = list(dict.fromkeys(log.split for log in logs))
     fig, axes = plt.subplots(len(objectives), len(splits), figsize=(3.4 * len(splits), 2.5 * len(objectives)),

@@ -14,7 +14,8 @@ Choices where seeds/001 leaves room (docs/decisions.md):
   (accumulated batch by batch), not the authors' minibatch EMA.
 - grad L_u(D_u) is the mean of the objective's batch gradients over one fixed pass of its
   batcher (``Batcher.epoch(PROBE_EPOCH)``: the same batches, retain pairs included, at every
-  probe), weighted by the forget examples in each batch.
+  probe), weighted by the forget examples in each batch. L_u is the objective alone, as in
+  Figs. 3-7; a run's regularizer gets G-effects of its own (Fig. 8), and the two add up.
 - Gradients are taken with respect to every parameter of a plain model (seeds/001 unlearns all
   of them), in fp32, without touching ``.grad`` or any random state, so a probed run trains
   exactly as an unprobed one.
@@ -159,21 +160,31 @@ def npo_weights(token_logprobs: Sequence[torch.Tensor], examples: Sequence[Encod
 
 
 COLUMNS = ["step", *(f"{e}_{g}" for e in ("e_u", "e_r") for g in ("total", *GROUPS, "other")),
+           "e_u_regularizer", "e_r_regularizer",
            "risk_forget", "risk_retain", "inverse_confidence", "npo_weight", "tnpo_weight"]
 
 
 def probe(model, loss_fn: Callable[[dict], torch.Tensor], objective_batches: Sequence[dict],
           forget: Sequence[Encoded], retain: Sequence[Encoded], pad_id: int, batch_size: int,
-          reference: NpoReference | None = None, device="cpu") -> dict[str, float]:
-    """One row of the probe log (``COLUMNS`` but the step) at the model's current parameters."""
+          reference: NpoReference | None = None, device="cpu",
+          regularizer_fn: Callable[[dict], torch.Tensor] | None = None) -> dict[str, float]:
+    """One row of the probe log (``COLUMNS`` but the step) at the model's current parameters.
+
+    ``loss_fn`` is the unlearning objective L_u (seeds/001 Figs. 3-7 probe it without a
+    regularizer); ``regularizer_fn``, the weighted regularizer a run adds to it, gets its own
+    total G-effects (``e_u_regularizer``, ``e_r_regularizer``; NaN without one). G-effects add
+    up: the training loss's is the sum of the two."""
     names, _ = _params(model)
     groups = parameter_groups(model)
     grad_l = objective_gradient(model, loss_fn, objective_batches)
+    grad_reg = objective_gradient(model, regularizer_fn, objective_batches) if regularizer_fn else None
     on_forget = risk_pass(model, forget, pad_id, batch_size, device)
     on_retain = risk_pass(model, retain, pad_id, batch_size, device)
     row: dict[str, float] = {}
     for prefix, risk in (("e_u", on_forget), ("e_r", on_retain)):
         row.update({f"{prefix}_{g}": v for g, v in dot_by_group(names, risk.gradient, grad_l, groups).items()})
+        row[f"{prefix}_regularizer"] = (dot_by_group(names, risk.gradient, grad_reg, {})["total"] if grad_reg
+                                        else float("nan"))
     tokens = torch.cat(on_forget.token_logprobs)
     row.update(risk_forget=on_forget.risk, risk_retain=on_retain.risk,
                inverse_confidence=float(torch.exp(-tokens).mean()))

@@ -211,14 +211,22 @@ def parse_objective(name: str, block: Mapping | None, path: str) -> ObjectiveRun
     return ObjectiveRun(objective=Choice(spec, settings), lr=common.lr, regularizer=common.regularizer)
 
 
-def prepare_loss(run: ObjectiveRun, ctx: LossContext) -> LossFn:
-    """The loss of one step: the objective's, plus the weighted regularizer's."""
+def prepare_loss_parts(run: ObjectiveRun, ctx: LossContext) -> tuple[LossFn, LossFn | None]:
+    """The objective's loss and the weighted regularizer's (None without one), apart."""
     objective = run.objective.spec.fn(ctx, run.objective.settings)
     if run.regularizer is None:
-        return objective
+        return objective, None
     regularizer = run.regularizer.spec.fn(ctx, run.regularizer.settings)
     weight = float(run.regularizer.common["weight"])
-    return lambda batch: objective(batch) + weight * regularizer(batch)
+    return objective, lambda batch: weight * regularizer(batch)
+
+
+def prepare_loss(run: ObjectiveRun, ctx: LossContext) -> LossFn:
+    """The loss of one step: the objective's, plus the weighted regularizer's."""
+    objective, regularizer = prepare_loss_parts(run, ctx)
+    if regularizer is None:
+        return objective
+    return lambda batch: objective(batch) + regularizer(batch)
 
 
 # --------------------------------------------------------------------------- pure losses

@@ -47,7 +47,7 @@ from unloc.objectives import (
     ObjectiveRun,
     forget_retain_nll,
     parse_objective,
-    prepare_loss,
+    prepare_loss_parts,
 )
 from unloc.precision import PRECISIONS, autocast_context, checkpoint_dtype
 from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
@@ -466,6 +466,8 @@ class Unlearning:
     batcher: Batcher
     train: TrainSettings
     context: LossContext
+    objective_fn: Callable[[dict], torch.Tensor]  # loss_fn's parts: the objective's loss alone,
+    regularizer_fn: Callable[[dict], torch.Tensor] | None  # and the weighted regularizer's
 
 
 def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cpu", target=None,
@@ -477,13 +479,14 @@ def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cp
     sets = _sub_batch_sets(run.needs, tokenizer, data, params, held_out)
     ctx = LossContext(model, sets, tokenizer.pad_token_id, device=device, precision=params.precision,
                       eval_batch_size=params.eval_batch_size, target=target)
-    loss_fn = prepare_loss(run, ctx)
+    objective_fn, regularizer_fn = prepare_loss_parts(run, ctx)
+    loss_fn = objective_fn if regularizer_fn is None else lambda b: objective_fn(b) + regularizer_fn(b)
     loop = {f.name: getattr(params.train, f.name) for f in fields(LoopSettings)}
     cfg = TrainSettings(**loop, lr=run.lr)
     batcher = Batcher(sets["forget"], cfg.batch_size, tokenizer.pad_token_id, params.seed, main="forget",
                       aligned={n: sets[n] for n in run.needs if n == "idk"},
                       paired={n: sets[n] for n in run.needs if n == "retain"})
-    return Unlearning(run, loss_fn, batcher, cfg, ctx)
+    return Unlearning(run, loss_fn, batcher, cfg, ctx, objective_fn, regularizer_fn)
 
 
 @stage("unlearn", settings=UnlearnParams, version=2, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
@@ -561,8 +564,9 @@ def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, dev
 
 def _g_effect_prober(params: UnlearnAllParams, run: Unlearning, model, tokenizer, retain_records, path,
                      device) -> geffect.Prober:
-    """Probes of e_u on the forget set and e_r on the held-out retain items; NPO/TNPO weights at
-    the objective's β when it has one (against the model before unlearning, scored now)."""
+    """Probes of e_u on the forget set and e_r on the held-out retain items, of the objective and
+    of its regularizer apart; NPO/TNPO weights at the objective's β when it has one (against the
+    model before unlearning, scored now)."""
     ctx = run.context
     retain = encode_records(tokenizer, retain_records, params.max_length, params.system_prompt)
     batches = [to_device(b, device) for b in run.batcher.epoch(geffect.PROBE_EPOCH)]
@@ -570,8 +574,8 @@ def _g_effect_prober(params: UnlearnAllParams, run: Unlearning, model, tokenizer
     reference = None if beta is None else geffect.NpoReference(
         beta, ctx.reference_logprobs("forget"), ctx.reference_token_logprobs("forget"))
     return geffect.Prober(params.probe_every, path, lambda: geffect.probe(
-        model, run.loss_fn, batches, ctx.sets["forget"], retain, tokenizer.pad_token_id, params.eval_batch_size,
-        reference, device))
+        model, run.objective_fn, batches, ctx.sets["forget"], retain, tokenizer.pad_token_id, params.eval_batch_size,
+        reference, device, regularizer_fn=run.regularizer_fn))
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -18,7 +18,7 @@ from unloc.geffect import (
     parameter_groups,
     probe,
 )
-from unloc.objectives import LossContext, parse_objective, prepare_loss
+from unloc.objectives import LossContext, parse_objective, prepare_loss, prepare_loss_parts
 from unloc.scoring import batch_token_logprobs, sequence_logprob
 from unloc.train import Batcher, TrainSettings, train
 
@@ -95,6 +95,26 @@ def test_g_effects_equal_one_direct_autograd_computation():
         groups = sum(row[f"{prefix}_{g}"] for g in (*GROUPS, "other"))
         assert groups == pytest.approx(row[f"{prefix}_total"], rel=1e-9, abs=1e-12)
         assert row[f"risk_{'forget' if prefix == 'e_u' else 'retain'}"] == pytest.approx(risk.item(), rel=1e-5)
+
+
+def test_the_objective_and_its_regularizer_are_probed_apart_and_add_up():
+    model, data = make_tiny_model(seed=4, layers=3), sets()
+    loss_fn, batcher, _ = npo_kl(model, data)
+    ctx = LossContext(model, data, pad_id=0, eval_batch_size=4)
+    objective, regularizer = prepare_loss_parts(
+        parse_objective("npo", {"lr": 1.0, "beta": 0.5, "regularizer": {"name": "kl", "weight": 2.0}}, "npo"), ctx)
+    perturb(model)  # KL is 0 with a zero gradient at the reference
+    batches = list(batcher.epoch(PROBE_EPOCH))
+    args = (batches, data["forget"], data["retain"], 0, 3)
+    apart = probe(model, objective, *args, regularizer_fn=regularizer)
+    combined = probe(model, lambda b: objective(b) + regularizer(b), *args)
+    alone = probe(model, objective, *args)
+    for prefix in ("e_u", "e_r"):
+        assert apart[f"{prefix}_total"] == pytest.approx(alone[f"{prefix}_total"], rel=1e-9)
+        assert apart[f"{prefix}_regularizer"] != pytest.approx(0.0, abs=1e-9)
+        assert apart[f"{prefix}_total"] + apart[f"{prefix}_regularizer"] == pytest.approx(
+            combined[f"{prefix}_total"], rel=1e-5)
+        assert math.isnan(alone[f"{prefix}_regularizer"])
 
 
 def test_ga_on_the_risk_itself_has_e_u_minus_the_squared_gradient_norm():

@@ -262,8 +262,8 @@ def test_snakemake_refuses_a_typo_before_running_anything(tmp_path, mutate, mess
     assert not (Path(tmp_path) / "results").exists()
 
 
-MODEL_STAGES = {"pretrain", "finetune", "inject_forget", "unlearn", "unlearn_all", "es", "reference_stats", "score_point",
-                "mix_eval"}
+MODEL_STAGES = {"pretrain", "finetune", "inject_forget", "unlearn", "unlearn_all", "es", "reference_stats",
+                "score_point", "mix_eval"}
 NOT_PLANNED = {"unlearn_all"}  # seeds/001's, which neither config below lists (tests/workflow/test_geffect.py)
 
 
