@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 G = "results/quick/geffect"
 SPLITS = ("forget05", "forget10")  # quick's 20 authors: forget05 is one author, forget10 (its own split) two
 OBJECTIVES = ("ga", "npo")
+TARGETS = ("geffect_table1", "geffect_probes")  # `all` would build seeds/000's Section 4 as well
 
 
 def rules_of(jobs: set[str]) -> set[str]:
@@ -29,15 +30,16 @@ def geffect(tmp_path_factory):
                          "train": {**config["geffect"]["train"], "epochs": 2, "batch_size": 4},
                          "probe_every": 2, "ga": {"lr": 3e-3}, "npo": {"lr": 3e-3, "beta": 0.5}}
     workdir = fresh_workdir(tmp_path_factory.mktemp("geffect") / "work", config)
-    planned = planned_jobs(workdir)
-    snakemake(workdir, "--cores", "2")
+    planned = planned_jobs(workdir, *TARGETS)
+    snakemake(workdir, "--cores", "2", *TARGETS)
     return workdir, config, planned
 
 
 def test_each_split_gets_its_data_and_theta_r_and_every_run_its_probes(geffect):
     workdir, _, planned = geffect
     assert rules_of(planned) == {"prepare_data", "prepare_data_split", "pretrain", "finetune", "finetune_split",
-                                 "unlearn_all", "evaluate_geffect", "table", "figure", "all"}
+                                 "unlearn_all", "evaluate_geffect", "table", "figure", *TARGETS}
+    assert "finetune[which=full]" in planned and "finetune[which=r]" in planned  # θfull, and forget10's θr
     # forget10 is the experiment's own split: its data and θr are the experiment's
     assert {j for j in planned if j.startswith(("prepare_data_split", "finetune_split"))} == {
         "prepare_data_split[split=forget05]", "finetune_split[split=forget05]"}
@@ -75,10 +77,11 @@ def test_a_changed_objective_block_reruns_its_runs_alone(geffect):
     changed["geffect"]["npo"]["lr"] = 1e-3
     write_config(workdir, changed)
     try:
-        planned = planned_jobs(workdir)
+        planned = planned_jobs(workdir, *TARGETS)
     finally:
         write_config(workdir, config)
     assert planned == {"unlearn_all[split=forget05, objective=npo]", "unlearn_all[split=forget10, objective=npo]",
                        "evaluate_geffect[split=forget05, method=npo]", "evaluate_geffect[split=forget10, method=npo]",
-                       "table[table=geffect_table1]", "figure[figure=geffect_probes]", "all[]"}
-    assert planned_jobs(workdir) == set()
+                       "table[table=geffect_table1]", "figure[figure=geffect_probes]", "geffect_table1[]",
+                       "geffect_probes[]"}
+    assert planned_jobs(workdir, *TARGETS) == set()
