@@ -264,7 +264,7 @@ def test_snakemake_refuses_a_typo_before_running_anything(tmp_path, mutate, mess
 
 MODEL_STAGES = {"pretrain", "finetune", "inject_forget", "unlearn", "unlearn_all", "es", "reference_stats",
                 "score_point", "mix_eval"}
-NOT_PLANNED = {"unlearn_all"}  # seeds/001's, which neither config below lists (tests/workflow/test_geffect.py)
+NOT_PLANNED = {"unlearn_all"}  # seeds/001's, which neither config below lists (tests/workflow/test_geffect_workflow.py)
 
 
 def planned_params(workdir, config_name) -> dict[str, list[dict]]:
