@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec, setting  # noqa: E402
-from unloc.tables import injection_verdict, objective_label, read_curves  # noqa: E402
+from unloc.tables import GEFFECT, injection_verdict, objective_label, read_curves  # noqa: E402
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
@@ -61,7 +61,7 @@ def mu_fq(ax, curves) -> None:
 def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf, sanity_csv=None) -> None:
     """A figure's PNG and PDF; on injected curves whose sanity check failed, the figure says so."""
     spec = FIGURES[name]
-    if spec.runs == "geffect":  # G-effect probe logs, not mixing curves
+    if spec.runs == GEFFECT:  # G-effect probe logs, not mixing curves
         fig, verdict = spec.draw(read_probes(curve_paths), model), None
     else:
         curves = read_curves(curve_paths)
@@ -217,7 +217,7 @@ def draw_geffect(logs: list[ProbeLog], model: str):
     return fig
 
 
-@FIGURES.register("geffect_probes", needs=("step", "e_u_total", "e_r_total"), draw=draw_geffect, runs="geffect",
+@FIGURES.register("geffect_probes", needs=("step", "e_u_total", "e_r_total"), draw=draw_geffect, runs=GEFFECT,
                   title="G-effect probes")
 def geffect_probes(ax, curves) -> None:
     """seeds/001 Figs. 3-8: unlearning and retaining G-effects over steps, per objective and layer group."""

@@ -221,12 +221,16 @@ def prepare_loss_parts(run: ObjectiveRun, ctx: LossContext) -> tuple[LossFn, Los
     return objective, lambda batch: weight * regularizer(batch)
 
 
-def prepare_loss(run: ObjectiveRun, ctx: LossContext) -> LossFn:
-    """The loss of one step: the objective's, plus the weighted regularizer's."""
-    objective, regularizer = prepare_loss_parts(run, ctx)
+def combine_losses(objective: LossFn, regularizer: LossFn | None) -> LossFn:
+    """The loss of one step from ``prepare_loss_parts``: the objective's plus the regularizer's."""
     if regularizer is None:
         return objective
     return lambda batch: objective(batch) + regularizer(batch)
+
+
+def prepare_loss(run: ObjectiveRun, ctx: LossContext) -> LossFn:
+    """The loss of one step: the objective's, plus the weighted regularizer's."""
+    return combine_losses(*prepare_loss_parts(run, ctx))
 
 
 # --------------------------------------------------------------------------- pure losses

@@ -45,6 +45,7 @@ from unloc.objectives import (
     REGULARIZERS,
     LossContext,
     ObjectiveRun,
+    combine_losses,
     forget_retain_nll,
     parse_objective,
     prepare_loss_parts,
@@ -480,7 +481,7 @@ def prepare_unlearning(params: UnlearnParams, model, tokenizer, data, device="cp
     ctx = LossContext(model, sets, tokenizer.pad_token_id, device=device, precision=params.precision,
                       eval_batch_size=params.eval_batch_size, target=target)
     objective_fn, regularizer_fn = prepare_loss_parts(run, ctx)
-    loss_fn = objective_fn if regularizer_fn is None else lambda b: objective_fn(b) + regularizer_fn(b)
+    loss_fn = combine_losses(objective_fn, regularizer_fn)
     loop = {f.name: getattr(params.train, f.name) for f in fields(LoopSettings)}
     cfg = TrainSettings(**loop, lr=run.lr)
     batcher = Batcher(sets["forget"], cfg.batch_size, tokenizer.pad_token_id, params.seed, main="forget",

@@ -278,7 +278,7 @@ def figure_inputs(w):
     """Figure 1 plots its own runs' sweeps, the G-effect figure the geffect runs' probe logs (no
     injection, so no sanity verdict); the other figures every Section 4 sweep."""
     runs = FIGURES[w.figure].runs
-    if runs == "geffect":
+    if runs == GEFFECT_SCENARIO:
         return {"curves": GEFFECT_PROBES}
     return {"curves": FIGURE1_CURVES if runs == "own" else CURVES, "sanity": SANITY}
 
@@ -411,15 +411,16 @@ def geffect_unlearn_params(w):
     )
 
 
-GEFFECT_METHODS = ["theta_r", BEFORE_UNLEARNING, *(GE.objectives if GE else ())]
+GEFFECT_SPLITS, GEFFECT_OBJECTIVES = (GE.splits, GE.objectives) if GE else ((), ())
+GEFFECT_METHODS = ["theta_r", BEFORE_UNLEARNING, *GEFFECT_OBJECTIVES]
 GEFFECT_EVALS = [f"{GEFFECT_EVAL}/{EVAL_FILE}".format(split=s, method=m)
-                 for s in (GE.splits if GE else ()) for m in GEFFECT_METHODS[1:]]
-GEFFECT_PROBES = [f"{GEFFECT_RUN}/probe.csv".format(split=s, objective=o) for s in (GE.splits if GE else ())
-                  for o in GE.objectives]
-GEFFECT_FIGURES = [f for f in EXPERIMENT.figures if FIGURES[f].runs == "geffect"]
+                 for s in GEFFECT_SPLITS for m in GEFFECT_METHODS[1:]]
+GEFFECT_RUNS = [GEFFECT_RUN.format(split=s, objective=o) for s in GEFFECT_SPLITS for o in GEFFECT_OBJECTIVES]
+GEFFECT_PROBES = [f"{run}/probe.csv" for run in GEFFECT_RUNS]
+GEFFECT_FIGURES = [f for f in EXPERIMENT.figures if FIGURES[f].runs == GEFFECT_SCENARIO]
 GEFFECT_ARTIFACTS = [
     *GEFFECT_EVALS,
     *GEFFECT_PROBES,
-    *(f"{GEFFECT_RUN}/theta_u".format(split=s, objective=o) for s in GE.splits for o in GE.objectives),
+    *(f"{run}/theta_u" for run in GEFFECT_RUNS),
 ] if GEFFECT_TABLES or GEFFECT_FIGURES else []
 FINAL_ARTIFACTS += GEFFECT_ARTIFACTS

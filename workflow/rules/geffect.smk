@@ -3,8 +3,8 @@
 # split's θr for Table 1 (tables: [geffect_table1]). The experiment's own split reuses its data and θr.
 
 # without a geffect section the constraints match nothing, so these rules never run
-_SPLITS = "|".join(GE.splits) if GE else "(?!)"
-_OBJECTIVES = "|".join(GE.objectives) if GE else "(?!)"
+_SPLITS = "|".join(GEFFECT_SPLITS) or "(?!)"
+_OBJECTIVES = "|".join(GEFFECT_OBJECTIVES) or "(?!)"
 
 rule prepare_data_split:
     """A forget split's dataset roles (every role but forget, retain and their perturbed sets as
