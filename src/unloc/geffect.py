@@ -35,6 +35,7 @@ import torch
 
 from unloc import io
 from unloc.data.collate import IGNORE, Encoded, collate
+from unloc.models import depth_third
 from unloc.scoring import batch_token_logprobs
 
 GROUPS = ("embed", "shallow", "middle", "deep", "lm")
@@ -58,7 +59,7 @@ def parameter_groups(model) -> dict[str, list[str]]:
             groups["lm"].append(name)
         elif ".layers." in name:
             layer = int(name.split(".layers.")[1].split(".")[0])
-            groups[("shallow", "middle", "deep")[3 * layer // n_layers]].append(name)
+            groups[depth_third(layer, n_layers)].append(name)
         else:
             groups["other"].append(name)
     return groups

@@ -66,6 +66,23 @@ def decoder_layers(model) -> nn.ModuleList:
     return model.model.layers
 
 
+DEPTH_THIRDS = ("shallow", "middle", "deep")
+"""seeds/001's layer groups: thirds of the decoder's depth."""
+
+
+def depth_third(layer: int, n_layers: int) -> str:
+    """The third of the depth a 0-based layer lies in: layer l of n is in third floor(3l / n)."""
+    return DEPTH_THIRDS[3 * layer // n_layers]
+
+
+def last_layer_of_third(third: str, n_layers: int) -> int:
+    """The deepest layer of a third (10, 21 and 31 of 32: seeds/001's RMU at layers 11/22/33,
+    counted as hidden-state indices)."""
+    if third not in DEPTH_THIRDS:
+        raise ValueError(f"{third!r}: not a third of the depth ({', '.join(DEPTH_THIRDS)})")
+    return max(layer for layer in range(n_layers) if depth_third(layer, n_layers) == third)
+
+
 def down_proj(model, layer: int) -> nn.Linear:
     """The layer's down projection (the plain linear, also while masked training wraps it)."""
     module = decoder_layers(model)[layer].mlp.down_proj

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from unloc.data.collate import IGNORE, Encoded, collate
+from unloc.models import last_layer_of_third
 from unloc.precision import autocast_context
 from unloc.registry import Choice, ConfigError, Registry, Spec, parse_settings, setting, to_dict
 from unloc.scoring import answer_nll, batch_logits, batch_token_logprobs, layer_hidden_states, sequence_logprob
@@ -489,8 +490,11 @@ def dpo(ctx: LossContext, settings: DpoSettings) -> LossFn:
 
 @dataclass(frozen=True)
 class RmuSettings:
-    layer: int = setting(help="0-based decoder layer whose output is steered (the paper: 21 of 32)", minimum=0)
-    scale: float = setting(2.0, "c: the length of the steering vector (seeds/000 App. A: 2)", exclusive_minimum=0)
+    layer: int | Literal["shallow", "middle", "deep"] = setting(
+        help="0-based decoder layer whose output is steered (the paper: 21 of 32), or a third of the depth, "
+             "for its deepest layer (seeds/001's shallow, middle and deep RMU)", minimum=0)
+    scale: float = setting(2.0, "c: the length of the steering vector (seeds/000 App. A: 2; 0 steers to zero, "
+                                "seeds/001's Tables 8-10)", minimum=0)
     steering_seed: int = setting(0, "seed of the random direction u")
     unit_direction: bool = setting(True, "normalise u to unit length (seeds/000 App. A); false: u as drawn from "
                                          "[0, 1)^d (seeds/001's code)")
@@ -499,11 +503,13 @@ class RmuSettings:
 @OBJECTIVES.register("rmu", settings=RmuSettings, needs=("forget",))
 def rmu(ctx: LossContext, settings: RmuSettings) -> LossFn:
     """RMU: steer a layer's hidden states on forget inputs towards a fixed random vector c·u."""
-    if settings.layer >= ctx.model.config.num_hidden_layers:
-        raise ValueError(f"rmu.layer {settings.layer}: the model has {ctx.model.config.num_hidden_layers} layers")
+    n_layers = ctx.model.config.num_hidden_layers
+    layer = settings.layer if isinstance(settings.layer, int) else last_layer_of_third(settings.layer, n_layers)
+    if layer >= n_layers:
+        raise ValueError(f"rmu.layer {layer}: the model has {n_layers} layers")
     steering = rmu_steering(ctx.hidden_size, settings.scale, settings.steering_seed,
                             settings.unit_direction).to(ctx.device)
-    return lambda batch: rmu_loss(ctx.model, batch["forget"], layer=settings.layer, steering=steering)
+    return lambda batch: rmu_loss(ctx.model, batch["forget"], layer=layer, steering=steering)
 
 
 @dataclass(frozen=True)

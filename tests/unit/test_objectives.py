@@ -9,11 +9,13 @@ import torch
 
 from unloc.data.collate import Encoded
 from unloc.localizers import oracle_mask
+from unloc.models import DEPTH_THIRDS, last_layer_of_third
 from unloc.objectives import (
     OBJECTIVES,
     REGULARIZERS,
     SUB_BATCHES,
     LossContext,
+    RmuSettings,
     dpo_loss,
     ga_loss,
     kl_to_reference,
@@ -232,6 +234,17 @@ def test_rmu_is_the_mean_squared_distance_to_the_steering_vector(tiny_model):
     m = batch["attention_mask"].float()
     expected = ((((h - steering) ** 2).sum(-1) * m).sum(1) / m.sum(1)).mean()
     assert rmu_loss(tiny_model, batch, layer=0, steering=steering).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("third, layer", [("shallow", 0), ("middle", 1), ("deep", 2)])
+def test_rmu_at_a_third_of_the_depth_steers_that_thirds_deepest_layer(third, layer):
+    model = make_tiny_model(seed=2, layers=3)
+    ctx = LossContext(model=model, sets={}, pad_id=0)
+    batch = random_lm_batch(seed=3)
+    steering = rmu_steering(32, scale=4.0, seed=0)
+    loss = OBJECTIVES["rmu"].fn(ctx, RmuSettings(layer=third, scale=4.0))({"forget": batch})
+    assert loss.item() == pytest.approx(rmu_loss(model, batch, layer=layer, steering=steering).item(), rel=1e-6)
+    assert [last_layer_of_third(t, 32) for t in DEPTH_THIRDS] == [10, 21, 31]  # seeds/001's 11/22/33, 1-based
 
 
 def test_rmu_step_moves_hidden_states_towards_the_steering_vector():
