@@ -122,6 +122,23 @@ def test_evaluate_point_equals_each_metric_computed_alone(tokenizer, llama, role
     assert {k: row[k] for k in parts} == pytest.approx(parts, rel=1e-6)
 
 
+def test_es_perturb_is_the_teacher_forced_es_of_the_paraphrased_answers(tokenizer, llama, roles, answers):
+    cfg = TofuEvalConfig(max_length=MAX_LEN, batch_size=4, max_new_tokens=6)
+    # paraphrases wrong in their first word only: ES strictly between 0 and 1
+    roles = {**roles, **{role: [{**r, "paraphrased_answer": answers[QUESTIONS.index(r["question"])][1]}
+                                for r in roles[role]] for role in ("forget_perturbed", "retain_perturbed")}}
+    row = evaluate_point(PointScores(llama, tokenizer, roles, cfg, "paper"), ("es_perturb",))
+
+    def es_of_paraphrases(records):
+        pairs = [{"question": r["question"], "answer": r["paraphrased_answer"]} for r in records]
+        return per_example_es(llama, encode_records(tokenizer, pairs, MAX_LEN), tokenizer.pad_token_id)
+
+    forget, retain = es_of_paraphrases(roles["forget_perturbed"]), es_of_paraphrases(roles["retain_perturbed"])
+    assert 0 < float(forget.mean()) < 1 and 0 < float(retain.mean()) < 1
+    assert row == pytest.approx({"es_para_forget": float(forget.mean()), "es_para_retain": float(retain.mean())},
+                                abs=1e-6)
+
+
 def test_an_es_only_point_scores_the_answers_alone_with_the_full_passes_numbers(tokenizer, llama, roles):
     """Without a metric that reads them, no paraphrased or perturbed answer is scored: the point
     runs on records that have none, and its ES equals the one read off the full passes."""

@@ -153,6 +153,14 @@ def extraction_strength(point: PointScores) -> dict[str, float]:
     return {"es_forget": es_forget, "es_retain": es_retain, "fs": 1 - es_forget, "rs": es_retain}
 
 
+@CURVE_METRICS.register("es_perturb", columns=("es_para_forget", "es_para_retain"), needs=(FORGET, RS_FROM_MU_PASS))
+def paraphrased_extraction_strength(point: PointScores) -> dict[str, float]:
+    """seeds/001's ES-perturb: mean ES of the paraphrased answers of the forget items and of the
+    held-out retain items (retain_perturbed), read off their truth-ratio passes."""
+    return {f"es_para_{name}": float(point.scores(role)["paraphrased_answer"].es(point.es_convention).mean())
+            for name, role in (("forget", FORGET), ("retain", RS_FROM_MU_PASS))}
+
+
 @CURVE_METRICS.register("fq", columns=("fq", "log10_fq"), needs=(FORGET,))
 def forget_quality_metric(point: PointScores) -> dict[str, float]:
     """FQ: KS-test p-value of the forget truth ratios against θr's, and its log10."""
