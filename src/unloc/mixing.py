@@ -1,4 +1,4 @@
-"""Model mixing: θ(α) = (1 - α) θo + α θu (seeds/000 App. B).
+"""Model mixing: θ(α) = (1 - α) θo + α θu (seeds/000 App. B; seeds/001's UWC over whole models).
 
 θu - θo is nonzero only on the masked entries, so θ(α) = θo + α (θu - θo) differs from θo
 only there. ``DeltaMixer`` keeps one copy of θo and rewrites just those entries for each α,
@@ -29,6 +29,31 @@ class DeltaMixer:
     def set_alpha(self, alpha: float) -> None:
         for weight, idx, base, values in self.entries:
             assign(weight, self.granularity, idx, (base.float() + alpha * values).to(weight.dtype))
+
+
+class FullMixer:
+    """Switch a θ_before model to θ(α) = θ_before + α (θu - θ_before) in place, over every
+    parameter (seeds/001's UWC mixes whole models: its unlearning touches them all).
+
+    Keeps both models in fp32 and mixes with ``torch.lerp``, which is exact at both ends: α = 0
+    gives θ_before and α = 1 gives θu bit for bit."""
+
+    def __init__(self, model, theta_u: dict[str, torch.Tensor]):
+        params = dict(model.named_parameters())
+        if set(params) - set(theta_u):
+            missing = sorted(set(params) - set(theta_u))[:3]
+            raise ValueError(f"θu lacks parameters of the model it is mixed into: {', '.join(missing)}")
+        self.entries = []
+        for name, param in params.items():
+            other = theta_u[name]
+            if other.shape != param.shape:
+                raise ValueError(f"{name}: θu's shape {tuple(other.shape)} differs from {tuple(param.shape)}")
+            self.entries.append((param, param.detach().float().clone(), other.to(param.device, torch.float32)))
+
+    @torch.no_grad()
+    def set_alpha(self, alpha: float) -> None:
+        for param, before, after in self.entries:
+            param.copy_(torch.lerp(before, after, alpha).to(param.dtype))
 
 
 @torch.no_grad()

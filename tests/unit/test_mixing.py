@@ -9,7 +9,7 @@ import torch
 from unloc import io
 from unloc.localizers import oracle_mask
 from unloc.masks import Mask
-from unloc.mixing import DeltaMixer, alpha_grid, interpolate_state_dicts
+from unloc.mixing import DeltaMixer, FullMixer, alpha_grid, interpolate_state_dicts
 from unloc.models import assign, down_proj, entry_delta, gather, gather_entries
 
 from tinymodels import make_tiny_model
@@ -62,3 +62,37 @@ def test_alpha_zero_restores_theta_o_exactly_after_any_sweep(granularity):
     mixer.set_alpha(0.0)
     for (key, a), b in zip(theta_o.state_dict().items(), mixed.state_dict().values()):
         assert torch.equal(a, b), key
+
+
+def perturbed_copy(model, seed=1):
+    theta_u = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in theta_u.parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+    return theta_u
+
+
+def test_full_mixing_is_exact_at_both_ends_and_linear_between():
+    theta_full = make_tiny_model(seed=0)
+    theta_u = perturbed_copy(theta_full)
+    before = {k: v.clone() for k, v in theta_full.state_dict().items()}
+    after = dict(theta_u.named_parameters())
+    mixer = FullMixer(theta_full, {k: v.detach() for k, v in after.items()})
+    for alpha in (1.0, 0.3, 0.0):
+        mixer.set_alpha(alpha)
+        expected = interpolate_state_dicts(before, theta_u.state_dict(), alpha)
+        for key, value in theta_full.state_dict().items():
+            if alpha in (0.0, 1.0):  # bit for bit: θfull itself and θu itself
+                assert torch.equal(value, (before if alpha == 0.0 else theta_u.state_dict())[key]), key
+            else:
+                torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-6)
+
+
+def test_full_mixing_refuses_a_model_of_another_shape():
+    theta_full = make_tiny_model(seed=0)
+    other = {k: v.detach() for k, v in make_tiny_model(seed=0, d_ff=96).named_parameters()}
+    with pytest.raises(ValueError, match="shape"):
+        FullMixer(theta_full, other)
+    with pytest.raises(ValueError, match="lacks parameters"):
+        FullMixer(theta_full, dict(list(other.items())[:2]))
