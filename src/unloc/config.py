@@ -13,7 +13,7 @@ constraints and ``expand()`` lists from.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from unloc.registry import ConfigError, parse_settings, suggest
 from unloc.sanity import SanitySettings
 from unloc.stages import EvalSettings, MixSettings
 from unloc.stats import StatsSettings
-from unloc.tables import GEFFECT, ORIGINAL, TABLES
+from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC
 from unloc.train import InjectSettings, LoopSettings, TrainSettings
+from unloc.uwc import UwcSettings, sweep_metrics
 
 TRAIN_SECTIONS = ("pretrain", "finetune_retain", "finetune_full")
 UNLEARN_KEYS = ("objectives", "localizers", "train", "eval_batch_size")
@@ -69,7 +70,7 @@ class Original:
         return sorted(out)
 
 
-GEFFECT_KEYS = ("splits", "objectives", "regularizer", "train", "probe_every")
+GEFFECT_KEYS = ("splits", "objectives", "regularizer", "train", "probe_every", "uwc")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class GEffect:
     train: LoopSettings
     probe_every: int
     blocks: dict[tuple[str, str], dict]
+    uwc: UwcSettings
+    # the UWC runs of the configured Tables 2-10: (table, split, value) -> objective block
+    uwc_runs: dict[tuple[str, str, float], dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,7 @@ def check_config(config: dict) -> Experiment:
     tables = _names(TABLES, config["tables"], "tables")
     for name in tables:
         spec = TABLES[name]
-        if spec.experiment or spec.scenario == GEFFECT:
+        if spec.experiment or spec.scenario in (GEFFECT, UWC):
             continue  # its runs are its experiment's (check_experiments) or the geffect section's
         _needs(f"tables: {name}", spec.needs, columns, "mix.metrics")
         if spec.scenario == ORIGINAL:
@@ -220,9 +224,11 @@ def check_config(config: dict) -> Experiment:
                               f"are Figure 1's (figures: [figure1]), not Table 2's")
     geffect = check_geffect(config["geffect"]) if config.get("geffect") else None
     for name in tables:
-        if TABLES[name].scenario == GEFFECT and geffect is None:
+        if TABLES[name].scenario in (GEFFECT, UWC) and geffect is None:
             raise ConfigError(f"tables: {name} is seeds/001's, whose runs the geffect section configures; "
                               "the config has none")
+    if geffect is not None:
+        geffect = check_uwc(config["geffect"], geffect, tables)
     figures = _names(FIGURES, config["figures"], "figures")
     for name in figures:
         if FIGURES[name].runs == GEFFECT and geffect is None:
@@ -336,7 +342,6 @@ def check_geffect(section: dict) -> GEffect:
         raise ConfigError(f"geffect.probe_every: expected a positive integer (steps between probes), got "
                           f"{probe_every!r}")
     train = parse_settings(LoopSettings, section["train"], "geffect.train")
-    regularizer = section.get("regularizer")
     blocks: dict[tuple[str, str], dict] = {}
     for i, name in enumerate(objectives):
         path = f"geffect.{name}"
@@ -350,19 +355,63 @@ def check_geffect(section: dict) -> GEffect:
         by_split = block.get("splits") or {}
         if not isinstance(by_split, dict):
             raise ConfigError(f"{path}.splits: expected {{<split>: <settings overrides>}}, got {by_split!r}")
+        # an override of a split not run is still checked, so that a config merged over one with
+        # more splits (config.yaml's forget10 values) needs no clearing
         for split in by_split:
-            if split not in splits:
-                raise ConfigError(f"{path}.splits.{split}: not one of geffect.splits ({', '.join(splits)})")
-        base = {k: v for k, v in block.items() if k != "splits"}
-        base.setdefault("regularizer", regularizer)
+            if not (isinstance(split, str) and re.fullmatch(r"forget\d\d", split)):
+                raise ConfigError(f"{path}.splits.{split}: not a forget split name (forgetNN, as geffect.splits)")
+            parse_objective(name, _split_block(section, name, split), f"{path}.splits.{split}")
         for split in splits:
-            merged = {**base, **(by_split.get(split) or {})}
-            parse_objective(name, merged, path if split not in by_split else f"{path}.splits.{split}")
-            blocks[(split, name)] = merged
+            blocks[(split, name)] = _split_block(section, name, split)
     for name in OBJECTIVES.names():  # a block of an objective not run is still checked
         if name in section and name not in objectives:
             parse_objective(name, {k: v for k, v in section[name].items() if k != "splits"}, f"geffect.{name}")
-    return GEffect(splits=tuple(splits), objectives=objectives, train=train, probe_every=probe_every, blocks=blocks)
+    uwc = parse_settings(UwcSettings, section.get("uwc"), "geffect.uwc")
+    sweep_metrics(uwc)  # the measure and the removal column are curve columns
+    for table, values in (uwc.values or {}).items():
+        if table not in TABLES or TABLES[table].scenario != UWC:
+            uwc_tables = [n for n in TABLES.names() if TABLES[n].scenario == UWC]
+            raise ConfigError(f"geffect.uwc.values.{table}: not a UWC table (allowed: {', '.join(uwc_tables)})")
+        if not isinstance(values, list) or not values or len(set(values)) != len(values) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"geffect.uwc.values.{table}: expected a non-empty list of distinct numbers (values "
+                              f"of {TABLES[table].objective}.{TABLES[table].sweep}), got {values!r}")
+    return GEffect(splits=tuple(splits), objectives=objectives, train=train, probe_every=probe_every, blocks=blocks,
+                   uwc=replace(uwc, splits=uwc.splits or tuple(splits)))
+
+
+def _split_block(section: dict, name: str, split: str) -> dict:
+    """geffect.<name> for one split: its overrides merged, the section's regularizer filled in."""
+    block = section[name]
+    base = {k: v for k, v in block.items() if k != "splits"}
+    base.setdefault("regularizer", section.get("regularizer"))
+    return {**base, **((block.get("splits") or {}).get(split) or {})}
+
+
+def check_uwc(section: dict, geffect: GEffect, tables: tuple[str, ...]) -> GEffect:
+    """The runs of the configured UWC tables (seeds/001 Tables 2-10): per split of geffect.uwc
+    and value of the table's grid (or geffect.uwc.values), its objective's geffect block with the
+    table's fixed settings and the value of its swept one."""
+    runs = {}
+    uwc_tables = [t for t in tables if TABLES[t].scenario == UWC]
+    for i, split in enumerate(geffect.uwc.splits if uwc_tables else ()):
+        if split not in geffect.splits:
+            raise ConfigError(f"geffect.uwc.splits[{i}]: {split} is not one of geffect.splits "
+                              f"({', '.join(geffect.splits)})")
+    values_of = geffect.uwc.values or {}
+    for table in dict.fromkeys([*uwc_tables, *values_of]):  # values of a table not built are still checked
+        spec = TABLES[table]
+        if not isinstance(section.get(spec.objective), dict):
+            raise ConfigError(f"geffect.{spec.objective}: {table} tunes {spec.objective}, which needs a block in the "
+                              f"geffect section (at least its lr: geffect.{spec.objective}: {{lr: ...}})")
+        where = f"geffect.uwc.values.{table}" if table in values_of else table
+        for split in geffect.uwc.splits:
+            for i, value in enumerate(values_of.get(table, spec.grid)):
+                block = {**_split_block(section, spec.objective, split), **dict(spec.fixed), spec.sweep: float(value)}
+                parse_objective(spec.objective, block, f"{where}[{i}] ({spec.objective} on {split})")
+                if table in uwc_tables:
+                    runs[(table, split, float(value))] = block
+    return replace(geffect, uwc_runs=runs)
 
 
 def _needs(what: str, needs, columns: set[str], where: str) -> None:

@@ -35,8 +35,10 @@ class FullMixer:
     """Switch a θ_before model to θ(α) = θ_before + α (θu - θ_before) in place, over every
     parameter (seeds/001's UWC mixes whole models: its unlearning touches them all).
 
-    Keeps both models in fp32 and mixes with ``torch.lerp``, which is exact at both ends: α = 0
-    gives θ_before and α = 1 gives θu bit for bit."""
+    Keeps both models in fp32 on the host, so that the accelerator holds the mixed model alone (a
+    7B model's two fp32 copies would not fit beside it), and mixes one tensor at a time on the
+    model's device with ``torch.lerp``, which is exact at both ends: α = 0 gives θ_before and
+    α = 1 gives θu bit for bit."""
 
     def __init__(self, model, theta_u: dict[str, torch.Tensor]):
         params = dict(model.named_parameters())
@@ -48,12 +50,13 @@ class FullMixer:
             other = theta_u[name]
             if other.shape != param.shape:
                 raise ValueError(f"{name}: θu's shape {tuple(other.shape)} differs from {tuple(param.shape)}")
-            self.entries.append((param, param.detach().float().clone(), other.to(param.device, torch.float32)))
+            self.entries.append((param, param.detach().to("cpu", torch.float32, copy=True),
+                                 other.to("cpu", torch.float32)))
 
     @torch.no_grad()
     def set_alpha(self, alpha: float) -> None:
         for param, before, after in self.entries:
-            param.copy_(torch.lerp(before, after, alpha).to(param.dtype))
+            param.copy_(torch.lerp(before.to(param.device), after.to(param.device), alpha).to(param.dtype))
 
 
 @torch.no_grad()

@@ -559,7 +559,8 @@ def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, dev
           on_step=prober)
     model.eval()
     _save_all_parameters(model, tokenizer, out, _provenance(
-        "unlearn_all", params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective),
+        "unlearn_all", params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective,
+        scenario=params.scenario, seed=params.seed),
         launch=None)
 
 
@@ -710,13 +711,14 @@ def point_columns(params: MixParams) -> list[str]:
 
 
 @stage("score_point", settings=MixParams, runs_model=True,
-       args=(MODEL, Arg(name="reference", help="θr's forget truth ratios from reference_stats"), DATA,
-             Arg(name="out", help="output CSV (one row)")))
-def score_point(params: MixParams, model, reference, data, out, device="cpu") -> None:
+       args=(MODEL, DATA, Arg(name="out", help="output CSV (one row)"),
+             Arg(name="reference", help="θr's forget truth ratios from reference_stats (for fq)", required=False)))
+def score_point(params: MixParams, model, data, out, reference=None, device="cpu") -> None:
     """Every curve metric of one model, as one CSV row at α = 0: θo's point, which every mixing
-    sweep of its seed starts from and shares (θfull's, for every sweep of Section 3)."""
+    sweep of its seed starts from and shares (θfull's, for every sweep of Section 3 and every UWC
+    sweep of a forget split)."""
     model, tokenizer = load_checkpoint(model, device=device)
-    row = _PointEvaluator(params, tokenizer, data, device)(model, _reference_tr(reference))
+    row = _PointEvaluator(params, tokenizer, data, device)(model, _reference_tr(reference) if reference else None)
     io.write_csv(out, [{"alpha": 0.0, **row}], point_columns(params))
 
 
@@ -748,6 +750,47 @@ def mix_eval(params: MixParams, model, reference, data, out, origin=None, device
     mixer = DeltaMixer(model, delta)
     for alpha in tqdm(alphas, desc="mix_eval", unit="α", mininterval=2.0):
         mixer.set_alpha(alpha)  # fp32 arithmetic on the fp32 weights; only the forward passes autocast
+        rows.append({"alpha": alpha, **evaluate(model, reference_tr)})
+    io.write_csv(out, [{**labels, **r} for r in rows], [*CURVE_LABELS, *columns])
+
+
+@stage("mix_all", settings=MixParams, runs_model=True,
+       args=(Arg(name="model", help="θu: a whole checkpoint from unlearn_all, mixed with the model it started from"),
+             DATA, Arg(name="reference", help="θr's forget truth ratios from reference_stats (for fq)", required=False),
+             Arg(name="origin", help="the start model's row from score_point (α = 0); without it α = 0 is scored here",
+                 required=False),
+             Arg(name="out", help="output curve.csv")))
+def mix_all(params: MixParams, model, data, out, reference=None, origin=None, device="cpu") -> None:
+    """Whole-model mixing θ(α) = θfull + α (θu - θfull) over an α grid (seeds/001's UWC): θu is
+    a checkpoint of unlearn_all, θfull the one it records as its parent (whose hash must still
+    match). One curve.csv row per α with its labels and every curve metric."""
+    from unloc.metrics.curve import CURVE_LABELS
+    from unloc.mixing import FullMixer, alpha_grid
+
+    meta = io.artifact_metadata(model)
+    if meta.get("stage") != "unlearn_all":
+        raise io.ArtifactError(f"{model}: not a checkpoint of unlearn_all (its unloc.json records stage "
+                               f"{meta.get('stage')!r}), so there is no model before unlearning to mix with")
+    start = meta["parent"]
+    if io.artifact_hash(start) != meta["parent_hash"]:
+        raise io.ArtifactError(f"{model}: its parent {start} changed since unlearning started from it (hash "
+                               "mismatch); rerun unlearn_all")
+    labels = {"scenario": meta.get("scenario", ""), "objective": meta["objective"], "localizer": "all",
+              "seed": meta.get("seed", 0)}
+    theta_u, _ = load_checkpoint(model)
+    after = {name: p.detach() for name, p in theta_u.named_parameters()}
+    model, tokenizer = load_checkpoint(start, device=device)
+    mixer = FullMixer(model, after)
+    del theta_u, after
+    columns = point_columns(params)
+    rows, alphas = [], alpha_grid(params.mix.alphas)
+    if origin is not None:
+        rows.append(_origin_row(origin, columns))
+        alphas = alphas[1:]
+    evaluate = _PointEvaluator(params, tokenizer, data, device)
+    reference_tr = _reference_tr(reference) if reference else None
+    for alpha in tqdm(alphas, desc="mix_all", unit="α", mininterval=2.0):
+        mixer.set_alpha(alpha)
         rows.append({"alpha": alpha, **evaluate(model, reference_tr)})
     io.write_csv(out, [{**labels, **r} for r in rows], [*CURVE_LABELS, *columns])
 
@@ -795,6 +838,8 @@ def _es_of(path) -> dict:
 class TableParams:
     table: str = setting(help="a table name (tables.py)")
     stats: dict = setting(help="the config's stats section (stats.StatsSettings)")
+    uwc: dict | None = setting(None, "the config's geffect.uwc block (uwc.UwcSettings): how a UWC table of seeds/001 "
+                                     "selects its mixtures")
 
 
 CURVES = Arg(name="curves", help="curve.csv files of the mixing sweeps", positional=True, repeat=True)
@@ -812,7 +857,7 @@ def table(params: TableParams, name, out_csv, out_md, curves, sanity=None) -> No
     verdict of the injection its curves rest on."""
     from unloc.tables import write_table
 
-    write_table(params.table, params.stats, curves, name, out_csv, out_md, sanity)
+    write_table(params.table, params.stats, curves, name, out_csv, out_md, sanity, params.uwc)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,11 +31,13 @@ from unloc.objectives import OBJECTIVES
 from unloc.registry import Registry, Spec, parse_settings
 from unloc.sanity import Verdict, read_verdict
 from unloc.stats import StatsSettings
+from unloc.uwc import UwcSettings, select
 
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
 ORIGINAL = "original"  # the scenario of curves that start from θfull (seeds/000 Section 3)
 GEFFECT = "geffect"  # seeds/001's tables: evaluations of full-parameter unlearning runs, not curves
+UWC = "uwc"  # seeds/001's Tables 2-10: UWC-selected mixtures of full-parameter runs with θfull
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +48,9 @@ class TableSpec(Spec):
     against, and ``title`` is its markdown heading. A table with an ``experiment`` (Table 6) runs
     Section 4 in an experiment of its own, ``results/{name}/<experiment>/``: the config's
     ``<table>`` block says on what data, and its ``objective``, ``ratio`` and ``localizers`` fix
-    what that experiment runs."""
+    what that experiment runs. A UWC table of seeds/001 (scenario ``uwc``) sweeps its
+    ``objective``'s setting ``sweep`` over ``grid`` (the paper's; ``geffect.uwc.values`` picks a
+    subset), with the settings ``fixed`` holds, one full-parameter run and mixing sweep each."""
 
     markdown: Callable[[pd.DataFrame, StatsSettings], str]
     localizers: tuple[str, ...] = ()
@@ -55,6 +59,9 @@ class TableSpec(Spec):
     ratio: float | None = None
     title: str = ""
     experiment: str | None = None
+    sweep: str | None = None
+    fixed: tuple[tuple[str, object], ...] = ()
+    grid: tuple[float, ...] = ()
 
 
 TABLES: Registry[TableSpec] = Registry("table", TableSpec)
@@ -99,14 +106,19 @@ def injection_verdict(curves: list[Curve], sanity_csv) -> Verdict | None:
 
 
 def write_table(name: str, stats_settings, curve_paths: list[str], model: str, out_csv, out_md,
-                sanity_csv=None) -> pd.DataFrame:
+                sanity_csv=None, uwc_settings=None) -> pd.DataFrame:
     """A table's CSV and markdown; on injected curves both carry the sanity verdict (a ``sanity``
-    column: pass or fail; a line under the markdown title). A seeds/001 table (scenario
-    ``geffect``) reads `unloc eval` results (``read_evals``) in place of curves."""
+    column: pass or fail; a line under the markdown title). A seeds/001 table reads `unloc eval`
+    results (scenario ``geffect``: ``read_evals``) or UWC sweeps (``uwc``: ``read_uwc_curves``,
+    selected by ``uwc_settings``, the config's geffect.uwc) in place of curves."""
     spec = TABLES[name]
     settings = parse_settings(StatsSettings, stats_settings, "stats")
+    verdict = None
     if spec.scenario == GEFFECT:  # evaluations of whole models, not mixing curves
-        table, verdict = spec.fn(read_evals(curve_paths), settings, model), None
+        table = spec.fn(read_evals(curve_paths), settings, model)
+    elif spec.scenario == UWC:
+        settings = parse_settings(UwcSettings, uwc_settings, "geffect.uwc")
+        table = spec.fn(read_uwc_curves(curve_paths, name), settings, model)
     else:
         curves = read_curves(curve_paths)
         table = spec.fn(curves, settings, model)
@@ -489,3 +501,107 @@ def geffect_table1(evals: list[Evaluation], settings: StatsSettings, model: str)
                      "es_perturb_unlearn": v["forget_para_extraction_strength"], "mu": v["model_utility"],
                      "fq": v["forget_quality"], "ln_fq": _ln(v["forget_quality"])})
     return pd.DataFrame(rows, columns=GEFFECT_TABLE1_COLUMNS)
+
+
+# --------------------------------------------------------------------------- seeds/001 Tables 2-10 (UWC)
+
+PAPER_GRID = (0.05, 0.1, 0.5, 0.7, 1.0, 2.0, 4.0, 5.0, 7.0, 10.0)
+"""seeds/001 App. G: the α or β of Tables 2-7."""
+PAPER_RMU_GRID = (0.0, 1.0, 2.0, 4.0, 5.0, 7.0, 10.0)
+"""seeds/001 App. G: RMU's c in Tables 8-10."""
+
+
+@dataclass(frozen=True)
+class UwcCurve:
+    """One UWC mixing sweep: its forget split, the value of its table's swept setting, its rows."""
+
+    split: str
+    value: float
+    frame: pd.DataFrame
+
+
+def read_uwc_curves(paths: list[str], table: str) -> list[UwcCurve]:
+    """curve.csv files laid out as ``.../<split>/uwc/<table>/<value>/curve.csv``."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        value_dir, table_dir = path.parent, path.parent.parent
+        if table_dir.parent.name != UWC or table_dir.name != table:
+            raise io.ArtifactError(f"{path}: expected a UWC sweep of {table} at <split>/uwc/{table}/<value>/curve.csv")
+        try:
+            value = float(value_dir.name)
+        except ValueError:
+            raise io.ArtifactError(f"{path}: {value_dir.name!r} is not the value of a swept setting") from None
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["nan", "NaN", ""])
+        out.append(UwcCurve(table_dir.parent.parent.name, value, frame))
+    return out
+
+
+UWC_COLUMNS = ["model", "split", "setting", "value", "alpha", "es_exact_retain", "es_exact_unlearn",
+               "es_perturb_retain", "es_perturb_unlearn", "measure", "measure_value", "measure_drop"]
+UWC_NEEDS = ("es_forget", "es_retain", "es_para_forget", "es_para_retain")
+"""The curve columns a UWC table reports (curve metrics es and es_perturb), besides its measure."""
+
+
+def _uwc_row(model: str, split: str, setting: str, value, point: pd.Series, measure: str, before: float) -> dict:
+    drop = 1.0 - point[measure] / before if before else float("nan")
+    return {"model": model, "split": split, "setting": setting, "value": value, "alpha": point["alpha"],
+            "es_exact_retain": point["es_retain"], "es_exact_unlearn": point["es_forget"],
+            "es_perturb_retain": point["es_para_retain"], "es_perturb_unlearn": point["es_para_forget"],
+            "measure": measure, "measure_value": point[measure], "measure_drop": drop}
+
+
+def uwc_table(curves: list[UwcCurve], settings: UwcSettings, model: str, spec: TableSpec) -> pd.DataFrame:
+    """Per split (in the order given): θfull (the α = 0 point every sweep shares, "before
+    unlearning"), then each swept value's UWC mixture (``uwc.select``)."""
+    rows = []
+    for split in dict.fromkeys(c.split for c in curves):
+        mine = sorted((c for c in curves if c.split == split), key=lambda c: c.value)
+        first = mine[0].frame.sort_values("alpha", kind="stable").iloc[0]
+        before = first[settings.measure]
+        rows.append(_uwc_row(model, split, spec.sweep, BEFORE_UNLEARNING, first, settings.measure, before))
+        for curve in mine:
+            point = select(curve.frame, settings.measure, settings.max_drop, settings.removal)
+            rows.append(_uwc_row(model, split, spec.sweep, curve.value, point, settings.measure, before))
+    return pd.DataFrame(rows, columns=UWC_COLUMNS)
+
+
+def uwc_markdown(table: pd.DataFrame, settings: UwcSettings, spec: TableSpec) -> str:
+    model = table["model"].iloc[0] if len(table) else ""
+    lines = [f"# {spec.title}, {model}", "",
+             f"| split | {objective_label(spec.objective)} {spec.sweep} | UWC α | ES-exact retain ↑ "
+             f"| ES-exact unlearn ↓ | ES-perturb retain ↑ | ES-perturb unlearn ↓ | {settings.measure} (drop) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in table.itertuples():
+        value = "before unlearning" if row.value == BEFORE_UNLEARNING else f"{float(row.value):.2f}"
+        cells = [row.es_exact_retain, row.es_exact_unlearn, row.es_perturb_retain, row.es_perturb_unlearn]
+        lines.append(f"| {row.split} | {value} | {float(row.alpha):.2f} | " + " | ".join(f"{v:.4f}" for v in cells)
+                     + f" | {row.measure_value:.4f} ({row.measure_drop:.1%}) |")
+    fixed = "".join(f", {k} {v}" for k, v in spec.fixed)
+    lines += ["", f"{objective_label(spec.objective)}{fixed} with the geffect section's regularizer, on every "
+              f"parameter of θfull; each run mixed with θfull, θ(α) = θfull + α (θu - θfull), and the mixture "
+              f"selected whose {settings.measure} dropped at most {settings.max_drop:.0%} from θfull's and whose "
+              f"{settings.removal} is lowest (UWC; ties: the smaller α). Retain: the held-out retain items; "
+              "ES-perturb: ES of the paraphrased answers."]
+    return "\n".join(lines) + "\n"
+
+
+def _register_uwc(name: str, title: str, objective: str, sweep: str, grid: tuple[float, ...],
+                  fixed: tuple[tuple[str, object], ...] = ()) -> None:
+    def table(curves: list[UwcCurve], settings: UwcSettings, model: str) -> pd.DataFrame:
+        return uwc_table(curves, settings, model, TABLES[name])
+
+    TABLES.register(name, scenario=UWC, needs=UWC_NEEDS, objective=objective, sweep=sweep, fixed=fixed, grid=grid,
+                    title=title, markdown=lambda t, s: uwc_markdown(t, s, TABLES[name]),
+                    help=f"{title}: seeds/001 App. G (UWC-selected mixtures)")(table)
+
+
+_register_uwc("geffect_table2", "Table 2 (seeds/001): UWC tuning for WGA", "wga", "alpha", PAPER_GRID)
+_register_uwc("geffect_table3", "Table 3 (seeds/001): UWC tuning for NPO", "npo", "beta", PAPER_GRID)
+_register_uwc("geffect_table4", "Table 4 (seeds/001): UWC tuning for TNPO", "tnpo", "beta", PAPER_GRID)
+for _number, _alpha in ((5, 0.5), (6, 1.0), (7, 1.5)):
+    _register_uwc(f"geffect_table{_number}", f"Table {_number} (seeds/001): UWC tuning for WTNPO, α = {_alpha}",
+                  "wtnpo", "beta", PAPER_GRID, (("alpha", _alpha),))
+for _number, _third in ((8, "shallow"), (9, "middle"), (10, "deep")):
+    _register_uwc(f"geffect_table{_number}", f"Table {_number} (seeds/001): UWC tuning for RMU ({_third})",
+                  "rmu", "scale", PAPER_RMU_GRID, (("layer", _third),))

@@ -86,3 +86,57 @@ def test_probe_path_and_probe_every_go_together(built, tmp_path):
         stages.unlearn_all({**UNLEARN_ALL, "objective": "l2_mlp", "block": {"lr": 1e-3}}, built / "theta_full",
                            built / "data", tmp_path / "theta_u", tmp_path / "log.csv")
     assert not (tmp_path / "theta_u").exists()
+
+
+MIX = {"precision": "fp32", "max_length": 96, "system_prompt": None,
+       "mix": {"alphas": 3, "batch_size": 8, "max_new_tokens": 4, "metrics": ["es", "es_perturb", "mu"]}}
+
+
+def test_mix_all_sweeps_from_theta_full_to_theta_u_and_checks_the_parent(built, tmp_path):
+    run(built, tmp_path)
+    theta_u = tmp_path / "theta_u"
+    stages.mix_all(MIX, theta_u, built / "data", tmp_path / "curve.csv")
+    for name, model in (("full", built / "theta_full"), ("u", theta_u)):
+        stages.score_point(MIX, model, built / "data", tmp_path / f"{name}.csv")
+    curve = io.read_csv(tmp_path / "curve.csv")
+    assert [float(r["alpha"]) for r in curve] == [0.0, 0.5, 1.0]
+    assert (curve[0]["objective"], curve[0]["localizer"]) == ("npo", "all")
+    # the ends are θfull and θu themselves, bit for bit, so their scores are those of the models
+    for row, name in ((curve[0], "full"), (curve[-1], "u")):
+        point = io.read_csv(tmp_path / f"{name}.csv")[0]
+        assert {k: row[k] for k in point if k != "alpha"} == {k: v for k, v in point.items() if k != "alpha"}
+    assert curve[0]["retain_prob"] != curve[-1]["retain_prob"]
+    # α = 0.5 is the two models' average: scored as a model of its own, the same numbers
+    from unloc.checkpoints import save_checkpoint
+    from unloc.mixing import interpolate_state_dicts
+
+    model, tokenizer = load_checkpoint(built / "theta_full")
+    model.load_state_dict(interpolate_state_dicts(model.state_dict(), load_checkpoint(theta_u)[0].state_dict(), 0.5))
+    save_checkpoint(model, tokenizer, tmp_path / "half", {"stage": "test"})
+    stages.score_point(MIX, tmp_path / "half", built / "data", tmp_path / "half.csv")
+    half = io.read_csv(tmp_path / "half.csv")[0]
+    assert {k: float(curve[1][k]) for k in half if k != "alpha"} == pytest.approx(
+        {k: float(v) for k, v in half.items() if k != "alpha"}, rel=1e-5, abs=1e-6)
+    # a sweep that starts from score_point's row skips α = 0 and keeps it as written
+    stages.mix_all(MIX, theta_u, built / "data", tmp_path / "from_origin.csv", origin=tmp_path / "full.csv")
+    assert io.read_csv(tmp_path / "from_origin.csv") == curve
+    with pytest.raises(io.ArtifactError, match="not a checkpoint of unlearn_all"):
+        stages.mix_all(MIX, built / "theta_full", built / "data", tmp_path / "x.csv")
+
+
+def test_mix_all_refuses_a_theta_u_whose_parent_changed(built, tmp_path):
+    import shutil
+
+    shutil.copytree(built / "theta_full", tmp_path / "theta_full")
+    stages.unlearn_all(UNLEARN_ALL, tmp_path / "theta_full", built / "data", tmp_path / "theta_u",
+                       tmp_path / "log.csv")
+    model, tokenizer = load_checkpoint(tmp_path / "theta_full")
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    shutil.rmtree(tmp_path / "theta_full")
+    from unloc.checkpoints import save_checkpoint
+
+    save_checkpoint(model, tokenizer, tmp_path / "theta_full", {"stage": "pretrain"})
+    with pytest.raises(io.ArtifactError, match="changed since unlearning started"):
+        stages.mix_all(MIX, tmp_path / "theta_u", built / "data", tmp_path / "curve.csv")
+    assert not (tmp_path / "curve.csv").exists()

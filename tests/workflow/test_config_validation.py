@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from unloc.config import check_config
 from unloc.registry import ConfigError
-from unloc.tables import ORIGINAL, TABLES
+from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC
 
 from helpers import REPO, load_config, snakemake, write_config
 
@@ -55,8 +55,15 @@ def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name
         pii.append("table6.config.inject")
         if merged["table6"]["config"]["data"].get("source") == "pii":
             pii.append("table6.config.data.pii")
-    sections = [*TINY_CALIBRATED, *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives]),
-                *(f"original.{t}" for t in section3), *pii]
+    # the objectives' LRs: seeds/000's where it builds a seeds/000 table or figure, seeds/001's
+    # (the geffect section's, every objective its tables run) where it builds one of those
+    seed001 = [t for t in merged["tables"] if TABLES[t].scenario in (GEFFECT, UWC)]
+    seed000 = [t for t in merged["tables"] if t not in seed001] or figure_objectives
+    geffect_objectives = {*merged["geffect"]["objectives"], *(TABLES[t].objective for t in seed001
+                                                               if TABLES[t].scenario == UWC)} if seed001 else ()
+    sections = [*TINY_CALIBRATED,
+                *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives] if seed000),
+                *(f"geffect.{o}.lr" for o in geffect_objectives), *(f"original.{t}" for t in section3), *pii]
     tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
     missing = sorted(tiny - leaves(own))
     assert not missing, f"{name} inherits the tiny model's {', '.join(missing)}"
@@ -184,8 +191,10 @@ def section3(config: dict) -> dict:
     (lambda c: (c.pop("table6"), c["tables"].append("table6")), "table6: required block missing"),
     (lambda c: c["geffect"].update(probe_evry=2), "geffect.probe_evry: unknown key; did you mean 'probe_every'?"),
     (lambda c: c["geffect"].pop("ga"), "geffect.ga: objective ga is in geffect.objectives but has no block"),
-    (lambda c: c["geffect"]["wga"].update(splits={"forget20": {"alpha": 1.0}}),
-     "geffect.wga.splits.forget20: not one of geffect.splits (forget01, forget05, forget10)"),
+    (lambda c: c["geffect"]["wga"].update(splits={"forget_10": {"alpha": 1.0}}),
+     "geffect.wga.splits.forget_10: not a forget split name (forgetNN, as geffect.splits)"),
+    (lambda c: (c["geffect"].update(splits=["forget01"]), c["geffect"]["wga"].update(splits={"forget10": {"alfa": 1}})),
+     "geffect.wga.splits.forget10.alfa: unknown setting; did you mean 'alpha'?"),
     (lambda c: c["geffect"]["tnpo"].update(splits={"forget10": {"betta": 5.0}}),
      "geffect.tnpo.splits.forget10.betta: unknown setting; did you mean 'beta'?"),
     (lambda c: c["geffect"].update(objectives=["npo", "l2_mlp"], l2_mlp={"lr": 1.0}),
@@ -193,6 +202,19 @@ def section3(config: dict) -> dict:
     (lambda c: c["geffect"]["train"].update(warmup=0.2), "geffect.train.warmup: unknown setting"),
     (lambda c: (c.pop("geffect"), c["tables"].append("geffect_table1")),
      "tables: geffect_table1 is seeds/001's, whose runs the geffect section configures; the config has none"),
+    (lambda c: c["geffect"]["uwc"].update(max_drop=1.5), "geffect.uwc.max_drop: 1.5 is greater than the maximum of 1"),
+    (lambda c: (c["geffect"]["uwc"].update(splits=["forget20"]), c["tables"].append("geffect_table2")),
+     "geffect.uwc.splits[0]: forget20 is not one of geffect.splits (forget01, forget05, forget10)"),
+    (lambda c: c["geffect"]["uwc"].update(measure="utility"), "geffect.uwc.measure: 'utility' is not a curve column"),
+    (lambda c: c["geffect"]["uwc"]["values"].update(geffect_table1=[1.0]),
+     "geffect.uwc.values.geffect_table1: not a UWC table (allowed: geffect_table2, "),
+    (lambda c: c["geffect"]["uwc"]["values"].update(geffect_table3=[]),
+     "geffect.uwc.values.geffect_table3: expected a non-empty list of distinct numbers (values of npo.beta)"),
+    (lambda c: c["geffect"]["uwc"]["values"].update(geffect_table3=[0.5, -1.0]),
+     "geffect.uwc.values.geffect_table3[1] (npo on forget05).beta: -1.0 must be greater than 0"),
+    (lambda c: (c["geffect"].pop("rmu"), c["geffect"]["objectives"].remove("rmu"),
+                c["tables"].append("geffect_table8")),
+     "geffect.rmu: geffect_table8 tunes rmu, which needs a block in the geffect section (at least its lr"),
 ])
 def test_bad_settings_fail_the_registry_check_naming_the_key(mutate, message):
     config = load_config()
@@ -212,6 +234,20 @@ def test_geffect_blocks_take_the_section_regularizer_and_their_split_overrides()
     config["geffect"]["po"]["regularizer"] = None  # an objective's own choice wins, none included
     assert check_config(config).geffect.blocks[("forget01", "po")]["regularizer"] is None
     assert (geffect.train.weight_decay, geffect.train.schedule, geffect.train.warmup_ratio) == (0.0, "linear", 0.2)
+
+
+def test_uwc_runs_are_each_tables_objective_block_with_its_fixed_and_swept_settings():
+    config = load_config("config.yaml")
+    geffect = check_config(config).geffect
+    assert geffect.uwc.splits == ("forget05",)
+    assert len(geffect.uwc_runs) == 9 * 2  # two values of each of the nine tables
+    assert geffect.uwc_runs[("geffect_table6", "forget05", 5.0)] == {
+        **geffect.blocks[("forget05", "wtnpo")], "alpha": 1.0, "beta": 5.0}
+    assert geffect.uwc_runs[("geffect_table9", "forget05", 1.0)] == {
+        **geffect.blocks[("forget05", "rmu")], "layer": "middle", "scale": 1.0}
+    del config["geffect"]["uwc"]  # the defaults: the paper's whole grids on every split
+    geffect = check_config(config).geffect
+    assert len(geffect.uwc_runs) == 3 * (6 * 10 + 3 * 7) and geffect.uwc.measure == "mu"
 
 
 def test_a_section3_table_runs_each_localizer_on_the_seeds_its_mask_depends_on():

@@ -49,15 +49,15 @@ def test_8b_fine_tuning_runs_fsdp_on_four_gpus_and_masked_stages_on_one(tmp_path
 
 
 def test_unlearning_run_and_its_sweep_are_one_cluster_job():
-    """Every rule of the unlearn and mix_eval stages (Section 4's, Section 3's, Figure 1's) is in
-    the group `sweep`, so a run and its sweep are one submission. seeds/001's unlearn_all has no
-    sweep (its Table 1 is the raw end of training)."""
+    """Every rule of the unlearn and mix stages (Section 4's, Section 3's, Figure 1's, seeds/001's
+    UWC runs) is in the group `sweep`, so a run and its sweep are one submission. seeds/001's
+    unlearn_all has no sweep (its Table 1 is the raw end of training)."""
     text = "\n".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
     blocks = dict(re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", text, re.M | re.S))
-    runs = {name for name in blocks
-            if (name.split("_")[0] == "unlearn" and name != "unlearn_all") or name.startswith("mix_eval")}
+    runs = {name for name in blocks if (name.split("_")[0] == "unlearn" and name != "unlearn_all")
+            or name.startswith(("mix_eval", "mix_all"))}
     assert {"unlearn", "mix_eval", "unlearn_original", "mix_eval_original", "unlearn_figure1",
-            "mix_eval_figure1"} <= runs
+            "mix_eval_figure1", "unlearn_all_uwc", "mix_all"} <= runs
     assert all('group:\n        "sweep"' in blocks[name] for name in runs)
 
 

@@ -29,7 +29,8 @@ from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import ConfigError, to_dict
 from unloc.stages import STAGES, read_params
-from unloc.tables import BEFORE_UNLEARNING, GEFFECT_METRICS, ORIGINAL, TABLES
+from unloc.tables import BEFORE_UNLEARNING, GEFFECT_METRICS, ORIGINAL, TABLES, UWC
+from unloc.uwc import sweep_metrics
 from unloc.tables import GEFFECT as GEFFECT_SCENARIO
 
 try:
@@ -271,7 +272,16 @@ def table_inputs(w):
         return {"curves": original_curves(w.table)}
     if TABLES[w.table].scenario == GEFFECT_SCENARIO:
         return {"curves": GEFFECT_EVALS}
+    if TABLES[w.table].scenario == UWC:
+        return {"curves": UWC_CURVES[w.table]}
     return {"curves": CURVES, "sanity": SANITY}
+
+
+def table_params(w):
+    """A UWC table also reads geffect.uwc's selection settings: changing max_drop rebuilds the
+    tables alone, not the runs and sweeps they select from."""
+    uwc = {"uwc": to_dict(GE.uwc)} if TABLES[w.table].scenario == UWC else {}
+    return stage_params("table", table=w.table, stats=to_dict(EXPERIMENT.stats), **uwc)
 
 
 def figure_inputs(w):
@@ -424,3 +434,32 @@ GEFFECT_ARTIFACTS = [
     *(f"{run}/theta_u" for run in GEFFECT_RUNS),
 ] if GEFFECT_TABLES or GEFFECT_FIGURES else []
 FINAL_ARTIFACTS += GEFFECT_ARTIFACTS
+
+# Tables 2-10 (UWC): per configured table, split of geffect.uwc and value of its swept setting, a
+# full-parameter run from θfull mixed with θfull: results/{name}/geffect/{split}/uwc/{table}/{value}/
+UWC_DIR = f"{GEFFECT}/uwc"
+UWC_RUN = f"{UWC_DIR}/{{table}}/{{value}}"
+UWC_ORIGIN = f"{UWC_DIR}/theta_full.csv"  # θfull's point (α = 0), shared by every sweep of the split
+UWC_RUNS = {(t, s, f"{v}"): block for (t, s, v), block in (GE.uwc_runs if GE else {}).items()}
+UWC_CURVES = {}
+for (_table, _split, _value) in UWC_RUNS:
+    UWC_CURVES.setdefault(_table, []).append(f"{UWC_RUN}/curve.csv".format(table=_table, split=_split, value=_value))
+FINAL_ARTIFACTS += [f for curves in UWC_CURVES.values() for f in curves]
+
+
+def uwc_unlearn_params(w):
+    """Only this run's block (its objective's geffect block, the table's fixed settings and the
+    swept value): changing one table's values reruns that table's runs alone."""
+    return stage_params(
+        "unlearn_all", objective=TABLES[w.table].objective, block=UWC_RUNS[(w.table, w.split, w.value)],
+        train=to_dict(GE.train), eval_batch_size=config["unlearn"]["eval_batch_size"], scenario=ORIGINAL,
+        seed=config["seed"], **qa_slice(),
+    )
+
+
+def uwc_mix_params(stage):
+    """The UWC sweeps' curve metrics (uwc.sweep_metrics) at the mix section's batching, on the
+    held-out retain items (rs_items: retain_perturbed)."""
+    mix = {**to_dict(EXPERIMENT.mix), "alphas": GE.uwc.alphas, "rs_items": "retain_perturbed",
+           "metrics": list(sweep_metrics(GE.uwc))}
+    return stage_params(stage, mix=mix, es_convention=EXPERIMENT.eval.es_convention, **qa_slice())

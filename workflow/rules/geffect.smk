@@ -100,3 +100,88 @@ rule evaluate_geffect:
     shell:
         f"{UNLOC} --threads {{threads}} eval {{input.model}} --data {{params.data}} --holdout-split none "
         "--metrics {params.metrics} {params.options} --out {params.out} > {log} 2>&1"
+
+
+# Tables 2-10 (UWC tuning): per table, split of geffect.uwc and value of its swept setting, one
+# full-parameter run (no probes) mixed with θfull; θfull's own point is scored once per split.
+_UWC_TABLES = "|".join(sorted({t for t, _, _ in UWC_RUNS}, key=len, reverse=True)) or "(?!)"
+
+rule unlearn_all_uwc:
+    """θu of one UWC configuration: θfull unlearned with the table's objective at one value of
+    its swept setting: results/{name}/geffect/{split}/uwc/{table}/{value}/."""
+    input:
+        theta_full=f"{R}/theta_full",
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        model=directory(f"{UWC_RUN}/theta_u"),
+        log=f"{UWC_RUN}/train_log.csv",
+    wildcard_constraints:
+        split=_SPLITS,
+        table=_UWC_TABLES,
+        value=r"[0-9.e+-]+",
+    params:
+        p=uwc_unlearn_params,
+        data=lambda w: split_data(w.split),
+    # one cluster job per run and its mixing sweep (docs/cluster.md)
+    group:
+        "sweep"
+    threads: threads_of("unlearn_all")
+    resources:
+        **resources_of("unlearn_all"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/unlearn_uwc_{{split}}_{{table}}_{{value}}.log",
+    shell:
+        command("unlearn_all", "--model {input.theta_full} --out {output.model} --log {output.log}",
+                data="{params.data}")
+
+rule score_point_uwc:
+    """θfull's point (α = 0) of every UWC sweep of a split."""
+    input:
+        theta_full=f"{R}/theta_full",
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        UWC_ORIGIN,
+    wildcard_constraints:
+        split=_SPLITS,
+    params:
+        p=uwc_mix_params("score_point"),
+        data=lambda w: split_data(w.split),
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/score_uwc_origin_{{split}}.log",
+    shell:
+        command("score_point", "--model {input.theta_full} --out {output}", data="{params.data}")
+
+rule mix_all:
+    """One UWC sweep θ(α) = θfull + α (θu - θfull): .../uwc/{table}/{value}/curve.csv."""
+    input:
+        theta_u=f"{UWC_RUN}/theta_u",
+        theta_full=f"{R}/theta_full",
+        origin=UWC_ORIGIN,
+        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
+    output:
+        f"{UWC_RUN}/curve.csv",
+    wildcard_constraints:
+        split=_SPLITS,
+        table=_UWC_TABLES,
+        value=r"[0-9.e+-]+",
+    params:
+        p=uwc_mix_params("mix_all"),
+        data=lambda w: split_data(w.split),
+    group:
+        "sweep"
+    threads: threads_of("mix_eval")
+    resources:
+        **resources_of("mix_eval"),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/geffect/mix_uwc_{{split}}_{{table}}_{{value}}.log",
+    shell:
+        command("mix_all", "--model {input.theta_u} --origin {input.origin} --out {output}", data="{params.data}")

@@ -15,7 +15,7 @@ rule table:
         csv=report(f"{R}/tables/{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{R}/tables/{{table}}.md",
     params:
-        p=lambda w: stage_params("table", table=w.table, stats=to_dict(EXPERIMENT.stats)),
+        p=table_params,
         name=config["name"],
         caption=lambda w: report_caption(w.table),
         sanity=lambda w, input: f"--sanity {input.sanity}" if "sanity" in input.keys() else "",
