@@ -1,6 +1,6 @@
 """Artifacts on disk: the only module that reads or writes safetensors.
 
-Three kinds of artifact leave a stage:
+Four kinds of artifact leave a stage:
 
 * a **full checkpoint**: a Hugging Face model directory (``config.json``,
   ``model.safetensors``, tokenizer files) plus ``unloc.json`` with its provenance and the
@@ -10,7 +10,9 @@ Three kinds of artifact leave a stage:
   and the new-minus-parent values; its metadata names the parent artifact (path relative to
   the delta, content hash), the stage, the config digest and the stage version;
 * a **mask**: one safetensors file of boolean tensors (one per layer) with its granularity
-  and metadata.
+  and metadata;
+* **gradients**: one safetensors file of float32 tensors, one per set (forget, retain) and
+  parameter name, with the statistic they hold (WME's g_f and g_r, or empirical Fishers).
 
 Full checkpoints (checkpoints.py writes them with ``save_pretrained``) are written in the
 dtype the stage asks for (bf16 under ``precision: bf16``), deltas always in fp32, so that
@@ -41,6 +43,7 @@ from safetensors.torch import save as safetensors_bytes
 CHECKPOINT_META = "unloc.json"
 DELTA_FORMAT = "unloc-delta/2"
 MASK_FORMAT = "unloc-mask/2"
+GRADIENTS_FORMAT = "unloc-gradients/1"
 
 
 class ArtifactError(RuntimeError):
@@ -220,6 +223,60 @@ def _expect_format(path, metadata: dict[str, str], fmt: str) -> None:
         raise ArtifactError(
             f"{path}: expected a {fmt!r} artifact, found format {metadata.get('format')!r}"
         )
+
+
+Gradients = dict[str, dict[str, torch.Tensor]]
+"""Per set name ("forget", "retain"), one float32 tensor per parameter name."""
+
+
+def save_gradients(path, gradients: Gradients, metadata: dict) -> None:
+    """Every set's tensors in one file, keyed ``<set>/<parameter name>``; ``metadata`` must say
+    the ``statistic`` they hold. Every set covers the same parameters at the same shapes."""
+    if "statistic" not in metadata:
+        raise ValueError(f"{path}: gradients metadata must name their statistic")
+    _check_gradient_sets(gradients, ValueError, path)
+    tensors = {}
+    for set_name, per_param in gradients.items():
+        if not set_name or "/" in set_name:
+            raise ValueError(f"{path}: set name {set_name!r} must be non-empty and hold no '/'")
+        for name, t in per_param.items():
+            if not t.is_floating_point():
+                raise ValueError(f"{path}: {set_name}/{name} has dtype {t.dtype}; gradients are floating point")
+            tensors[f"{set_name}/{name}"] = t.to(torch.float32)
+    write_safetensors(path, tensors, {**metadata, "format": GRADIENTS_FORMAT})
+
+
+def load_gradients(path) -> tuple[Gradients, dict[str, str]]:
+    """(gradients per set and parameter name, metadata) of a gradients file, refusing anything
+    that is not one."""
+    tensors, metadata = read_safetensors(path)
+    _expect_format(path, metadata, GRADIENTS_FORMAT)
+    if "statistic" not in metadata:
+        raise ArtifactError(f"{path}: gradients metadata has no 'statistic'")
+    gradients: Gradients = {}
+    for key, t in tensors.items():
+        set_name, sep, name = key.partition("/")
+        if not sep or not set_name or not name:
+            raise ArtifactError(f"{path}: unexpected tensor {key!r} (expected <set>/<parameter name>)")
+        if t.dtype != torch.float32:
+            raise ArtifactError(f"{path}: {key} has dtype {t.dtype}; gradients are stored in float32")
+        gradients.setdefault(set_name, {})[name] = t
+    _check_gradient_sets(gradients, ArtifactError, path)
+    return gradients, metadata
+
+
+def _check_gradient_sets(gradients: Gradients, error: type[Exception], path) -> None:
+    """At least one set, and all with the same parameter names and shapes: a weighting pairs
+    g_f and g_r entry by entry."""
+    if not gradients or not any(gradients.values()):
+        raise error(f"{path}: no gradients")
+    shapes = {set_name: {n: tuple(t.shape) for n, t in per_param.items()} for set_name, per_param in gradients.items()}
+    first, *others = shapes
+    for set_name in others:
+        if shapes[set_name] != shapes[first]:
+            differ = sorted(set(shapes[set_name].items()) ^ set(shapes[first].items()))
+            raise error(f"{path}: sets {first!r} and {set_name!r} differ in parameters or shapes "
+                        f"(first differing: {differ[0][0]!r})")
 
 
 # --------------------------------------------------------------------------- masks and deltas

@@ -21,10 +21,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -829,6 +831,105 @@ def sanity(params: SanityParams, result: list[str], out) -> None:
 def _es_of(path) -> dict:
     result = io.read_json(path)
     return {"es_forget": result["es_forget"], "es_retain": result["es_retain"]}
+
+
+# --------------------------------------------------------------------------- WME's set-level gradients
+
+
+GRADIENT_SETS = ("forget", "retain")
+"""The dataset roles ``gradients`` takes its statistic on, in the order they are sampled."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientsParams(QaParams):
+    batch_size: int = setting(help="examples per forward pass of mean_gradient (empirical_fisher takes one example "
+                                   "at a time)", minimum=1)
+    statistic: Literal["mean_gradient", "empirical_fisher"] = setting(
+        "mean_gradient", "mean_gradient: ∇ of the mean over the examples of their summed answer NLL (WME's g_f, g_r); "
+                         "empirical_fisher: the mean over the examples of the square of that NLL's per-example "
+                         "gradient (for the fisher weighting's empirical option)")
+    sample_fraction: float = setting(
+        1.0, "share of EACH of the forget and retain sets used: floor(fraction x its size) examples, at least one, "
+             "drawn uniformly without replacement by one torch.Generator seeded with seed (forget first, then "
+             "retain) and kept in dataset order; 1: every example", exclusive_minimum=0, maximum=1)
+    seed: int = setting(0, "seed of the sample_fraction draw")
+
+
+# a command only until WME's workflow (issue 17) gives it a rule
+@stage("gradients", settings=GradientsParams, runs_model=True, workflow=False,
+       args=(Arg(name="model", help="the model the gradients are taken at: θ_0, or θfull"), DATA,
+             Arg(name="out", help="output gradients (safetensors)")))
+def gradients(params: GradientsParams, model, data, out, device="cpu") -> None:
+    """WME's set-level gradients g_f and g_r at a model: per parameter, ∇ of the mean over the
+    forget (retain) examples of their answer NLL, or the empirical Fisher, the mean of its
+    squared per-example gradient; optionally on a seeded sample of each set.
+
+    The NLL of an example is summed over its answer tokens (EOS included), the TOFU convention.
+    Tensors are float32 and named by ``model.named_parameters()``: a tied LM head is the input
+    embedding's tensor and appears once, under the embedding's name. The model's parameters
+    and ``.grad`` are left untouched (``geffect.risk_pass`` uses ``torch.autograd.grad``).
+    """
+    model_path = model
+    model, tokenizer = load_checkpoint(model_path, device=device)
+    generator = torch.Generator().manual_seed(params.seed)
+    sets = {}
+    for role in GRADIENT_SETS:  # one generator, drawn in this order: each sample depends on the seed alone
+        records = _sample_records(load_role(data, role), params.sample_fraction, generator, f"{data}: {role}")
+        sets[role] = encode_records(tokenizer, records, params.max_length, params.system_prompt)
+    names = [name for name, _ in model.named_parameters()]
+    with (tqdm(total=sum(map(len, sets.values())), desc="gradients", unit="example", mininterval=2.0) as bar,
+          autocast_context(device, params.precision)):
+        result = {role: dict(zip(names, gradient_statistic(model, examples, tokenizer.pad_token_id, params.statistic,
+                                                           params.batch_size, device, bar)))
+                  for role, examples in sets.items()}
+    io.save_gradients(out, result, _provenance(
+        "gradients", params, model=str(model_path), statistic=params.statistic,
+        forget_examples=len(sets["forget"]), retain_examples=len(sets["retain"])))
+
+
+def _sample_records(records: list[dict], fraction: float, generator: torch.Generator, what: str) -> list[dict]:
+    """floor(fraction x len(records)) of them, at least one, drawn uniformly without replacement
+    and kept in their order."""
+    if not records:
+        raise io.ArtifactError(f"{what}: no examples to take gradients on")
+    # the fraction as written in the config: 0.29 x 100 is 28.999... in binary floating point
+    count = max(1, math.floor(Decimal(str(fraction)) * len(records)))
+    chosen = torch.randperm(len(records), generator=generator)[:count].sort().values
+    return [records[i] for i in chosen.tolist()]
+
+
+def gradient_statistic(model, examples: list, pad_id: int, statistic: str, batch_size: int, device="cpu",
+                       progress=None) -> list[torch.Tensor]:
+    """``statistic`` of ``examples``, one float32 tensor per ``model.named_parameters()`` entry:
+    ``mean_gradient`` is ∇ (1/N) Σ_i NLL_i in batches of ``batch_size``, ``empirical_fisher``
+    (1/N) Σ_i (∇ NLL_i)², one backward per example. ``progress`` (a tqdm bar) counts examples."""
+    counted = _Counted(examples, progress)
+    if statistic == "mean_gradient":
+        return geffect.risk_pass(model, counted, pad_id, batch_size, device).gradient
+    if statistic != "empirical_fisher":
+        raise ValueError(f"unknown gradient statistic {statistic!r}")
+    total = None
+    for i in range(len(counted)):
+        gradient = geffect.risk_pass(model, counted[i:i + 1], pad_id, 1, device).gradient  # ∇ NLL_i itself
+        total = [g * g for g in gradient] if total is None else [t.addcmul_(g, g) for t, g in zip(total, gradient)]
+    return [t / len(examples) for t in total]
+
+
+class _Counted(Sequence):
+    """``items`` that advance a progress bar by the length of every slice taken: ``risk_pass``
+    reads its batches as slices, so the bar counts the examples as their batch starts."""
+
+    def __init__(self, items: Sequence, bar=None):
+        self.items, self.bar = items, bar
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        got = self.items[index]
+        if self.bar is not None:
+            self.bar.update(len(got) if isinstance(index, slice) else 1)
+        return got
 
 
 # --------------------------------------------------------------------------- tables and figures
