@@ -85,15 +85,15 @@ def parse_settings(cls, value: Mapping | None, path: str):
     for name, f in known.items():
         where = _join(path, name)
         registry = f.metadata.get("registry")
+        if name not in value and f.default is MISSING and f.default_factory is MISSING:
+            help_text = f" ({f.metadata['help']})" if f.metadata.get("help") else ""
+            raise ConfigError(f"{where}: required setting missing{help_text}")
         if registry is not None:
             raw = value.get(name, f.default)
             kwargs[name] = None if raw is None else registry.choose(raw, where, f.metadata.get("common"))
         elif name in value:
             kwargs[name] = _convert(value[name], hints[name], where)
             _check_bounds(kwargs[name], f.metadata, where)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            help_text = f" ({f.metadata['help']})" if f.metadata.get("help") else ""
-            raise ConfigError(f"{where}: required setting missing{help_text}")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a check in __post_init__ that names its field
