@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from unloc import distributed, geffect, io
+from unloc import distributed, geffect, io, weightings
 from unloc.checkpoints import load_checkpoint, resolve_pretrained, save_checkpoint
 from unloc.data import build_dataset, load_role, write_dataset
 from unloc.data.collate import encode_qa, encode_records, encode_text
@@ -53,7 +53,7 @@ from unloc.objectives import (
     prepare_loss_parts,
 )
 from unloc.precision import PRECISIONS, autocast_context, checkpoint_dtype
-from unloc.registry import ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
+from unloc.registry import Choice, ConfigError, NoSettings, Registry, Spec, parse_settings, setting, to_dict
 from unloc.sanity import SanitySettings, check_rows
 from unloc.sanity import write as write_sanity
 from unloc.scoring import answer_nll
@@ -67,6 +67,7 @@ from unloc.train import (
     train,
     write_log,
 )
+from unloc.weightings import WEIGHTINGS
 
 logger = logging.getLogger("unloc")
 
@@ -304,10 +305,10 @@ class FinetuneParams(QaParams):
 
 @stage("finetune", settings=FinetuneParams, runs_model=True, multi_process=True,
        args=(Arg(name="model", help="θp model directory"), DATA,
-             Arg(name="split", help="the dataset role to fine-tune on", choices=("retain", "full")),
+             Arg(name="split", help="the dataset role to fine-tune on", choices=("retain", "full", "forget")),
              Arg(name="out", help="output HF model directory"), LOG))
 def finetune(params: FinetuneParams, model, data, split: str, out, log, device="cpu") -> None:
-    """Full-parameter fine-tuning on one split: retain → θr, full → θfull."""
+    """Full-parameter fine-tuning on one split: retain → θr, full → θfull, forget → θ_fgt."""
     theta_p = model
     with distributed.process_group(device) as launch:
         # Under torchrun the model is loaded on the CPU and FSDP moves each rank's shard to its
@@ -930,6 +931,115 @@ class _Counted(Sequence):
         if self.bar is not None:
             self.bar.update(len(got) if isinstance(index, slice) else 1)
         return got
+
+
+# --------------------------------------------------------------------------- WME's edit
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditParams:
+    weighting: Choice = setting(help="a weighting name, or {name: ..., <its settings>} (weightings.py)",
+                                registry=WEIGHTINGS)
+    # its own help: the edit runs no forward pass, so the precision only sets the written dtype
+    precision: Literal["fp32", "bf16"] = setting("fp32", "dtype the edited checkpoint is written in (the config's "
+                                                         "precision); the edit itself is computed in fp32")
+
+    def __post_init__(self):
+        if not isinstance(self.weighting, Choice):  # built in Python with a weighting name or mapping
+            object.__setattr__(self, "weighting", WEIGHTINGS.choose(self.weighting, "weighting"))
+
+
+# a command only until WME's workflow (issue 17) gives it a rule
+@stage("edit", settings=EditParams, runs_model=True, workflow=False, variants=(WEIGHTINGS,),
+       args=(Arg(name="theta_full", help="θ_full: θ_0 fine-tuned on all data (finetune --split full)"),
+             Arg(name="theta_fgt", help="θ_fgt: θ_0 fine-tuned on the forget set only (finetune --split forget)"),
+             Arg(name="theta_0", help="θ_0: the model θ_fgt was fine-tuned from (θp)"),
+             Arg(name="gradients", help="g_f and g_r from the gradients stage, taken at θ_0 or θ_full: required by "
+                                        "the weightings that read them, refused by the others", required=False),
+             Arg(name="out", help="output HF model directory")))
+def edit(params: EditParams, theta_full, theta_fgt, theta_0, out, gradients=None) -> None:
+    """WME's edit θ_final = θ_full + W ⊙ (−(θ_fgt − θ_0)): the forget set's task vector, weighted
+    entry by entry by a weighting (weightings.py), subtracted from θ_full; writes the whole model.
+
+    The edit covers ``named_parameters()`` (a tied LM head is the embedding's tensor and is edited
+    once) and is computed in fp32 on the CPU; buffers are θ_full's. Before any model is loaded,
+    θ_fgt must record θ_0 as its parent (where it records one), and the gradients must have been
+    taken at θ_0 or θ_full (where they say at which model).
+    """
+    weighting = params.weighting
+    _check_gradients_arg(weighting, gradients)
+    _check_fine_tuned_from(theta_fgt, theta_0)
+    g_f, g_r = _wme_gradients(weighting, gradients, theta_0, theta_full)
+    # hashed before loading: the provenance names what the edit read
+    provenance = _provenance(
+        "edit", params, parent=str(theta_full), parent_hash=io.artifact_hash(theta_full),
+        theta_fgt=str(theta_fgt), theta_fgt_hash=io.artifact_hash(theta_fgt),
+        theta_0=str(theta_0), theta_0_hash=io.artifact_hash(theta_0),
+        gradients=str(gradients or ""), gradients_hash=io.file_sha256(gradients) if gradients else "",
+        weighting=weighting.name)
+    model, tokenizer = load_checkpoint(theta_full)
+    full = _parameters(model)
+    fgt, base = _parameters(load_checkpoint(theta_fgt)[0]), _parameters(load_checkpoint(theta_0)[0])
+    with torch.no_grad():
+        weights = weighting.spec.fn(weighting.settings, weightings.task_vector(fgt, base), g_f, g_r)
+        del g_f, g_r  # the weights are all the edit needs of them
+        final = weightings.edit(full, fgt, base, weights)
+        for name, param in model.named_parameters():
+            param.copy_(final[name])
+    _save_all_parameters(model, tokenizer, out, provenance, launch=None)
+
+
+def _parameters(model) -> dict[str, torch.Tensor]:
+    """The model's parameters by ``named_parameters()`` name (tied ones once), detached."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _check_gradients_arg(weighting: Choice, path) -> None:
+    """--gradients given exactly when the weighting reads g_f and g_r."""
+    readers = ", ".join(spec.name for spec in WEIGHTINGS.specs() if spec.uses_gradients)
+    if weighting.spec.uses_gradients and path is None:
+        raise ConfigError(f"edit: weighting {weighting.name!r} reads the set-level gradients g_f and g_r: give "
+                          "--gradients (a file of the gradients stage)")
+    if not weighting.spec.uses_gradients and path is not None:
+        # a file given to a weighting that ignores it is a mistaken config, not a harmless extra
+        raise ConfigError(f"edit: weighting {weighting.name!r} reads no gradients, but --gradients {path} was given "
+                          f"(leave it out, or choose a weighting that reads them: {readers})")
+
+
+def _check_fine_tuned_from(theta_fgt, theta_0) -> None:
+    """θ_fgt, where its unloc.json records a parent, was fine-tuned from θ_0 as it is now: the task
+    vector θ_fgt − θ_0 means what the forget set taught only then."""
+    recorded = io.artifact_metadata(theta_fgt).get("parent_hash")
+    if recorded is not None and recorded != io.artifact_hash(theta_0):
+        raise io.ArtifactError(f"{theta_fgt}: not fine-tuned from {theta_0} (the parent hash it records differs "
+                               "from that model's): θ_fgt must be θ_0 fine-tuned on the forget set")
+
+
+def _expected_statistic(weighting: Choice) -> str:
+    # only fisher's empirical option reads empirical Fishers; every other weighting reads mean gradients
+    return "empirical_fisher" if getattr(weighting.settings, "empirical", False) else "mean_gradient"
+
+
+def _wme_gradients(weighting: Choice, path, theta_0, theta_full):
+    """(g_f, g_r) of the gradients file for a weighting that reads them, else (None, None); the file
+    must hold both sets, of the statistic the weighting reads, taken at θ_0 or θ_full."""
+    if path is None:
+        return None, None
+    sets, metadata = io.load_gradients(path)
+    missing = [role for role in GRADIENT_SETS if role not in sets]
+    if missing:
+        raise io.ArtifactError(f"{path}: no {' or '.join(missing)} gradients (the gradients stage writes "
+                               f"{' and '.join(GRADIENT_SETS)})")
+    expected = _expected_statistic(weighting)
+    if metadata["statistic"] != expected:
+        raise ConfigError(f"edit: weighting {weighting.to_dict()} reads {expected}, but {path} holds "
+                          f"{metadata['statistic']}")
+    taken_at = metadata.get("model")
+    # the path as the gradients stage was given it, resolved here: both run from the workflow's directory
+    if taken_at is not None and Path(taken_at).resolve() not in {Path(theta_0).resolve(), Path(theta_full).resolve()}:
+        raise io.ArtifactError(f"{path}: taken at {taken_at}, which is neither θ_0 ({theta_0}) nor θ_full "
+                               f"({theta_full})")
+    return sets["forget"], sets["retain"]
 
 
 # --------------------------------------------------------------------------- tables and figures
