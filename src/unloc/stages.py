@@ -231,7 +231,7 @@ def _train_all_parameters(model, tokenizer, examples, cfg: TrainSettings, *, see
         loss_fn = lambda b: distributed.rank_answer_nll(model, b["main"], launch)  # noqa: E731
     model.train()
     train(list(model.parameters()), loss_fn, Batcher(examples, cfg.batch_size, tokenizer.pad_token_id, seed),
-          cfg, seed=seed, precision=precision, device=device, log_path=log_path, desc=desc, launch=launch)
+          cfg, seed=seed, precision=precision, device=device, log_path=log_path, desc=desc, launch=launch, model=model)
 
 
 def _save_all_parameters(model, tokenizer, out_dir, metadata: dict, launch) -> None:
@@ -559,7 +559,7 @@ def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, dev
         prober.start()
     train(list(model.parameters()), run.loss_fn, run.batcher, run.train, seed=params.seed,
           precision=params.precision, device=device, log_path=log, desc=f"unlearn_all[{params.objective}]",
-          on_step=prober)
+          on_step=prober, model=model)
     model.eval()
     _save_all_parameters(model, tokenizer, out, _provenance(
         "unlearn_all", params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective,

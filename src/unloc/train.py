@@ -118,11 +118,15 @@ def to_device(batch, device):
 def train(params: list[torch.nn.Parameter], loss_fn: Callable[[dict], torch.Tensor], batcher: Batcher,
           cfg: TrainSettings, *, seed: int, precision: str = "fp32", device="cpu", log_path=None,
           desc: str = "train", on_step: Callable[[int], None] | None = None,
-          launch: Launch | None = None) -> list[dict]:
-    """Minimise ``loss_fn`` over ``cfg.epochs`` epochs of ``batcher``; return the step log."""
+          launch: Launch | None = None, model=None) -> list[dict]:
+    """Minimise ``loss_fn`` over ``cfg.epochs`` epochs of ``batcher``; return the step log. ``model``
+    is the module ``params`` belong to, for an optimizer whose curvature estimate runs it (Sophia's
+    GNB)."""
     main = launch is None or launch.is_main
     torch.manual_seed(seed)
     optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+    if hasattr(optimizer, "model"):
+        optimizer.model = model
     second_order = cfg.optimizer.spec.second_order
     total = cfg.epochs * len(batcher)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -169,7 +173,8 @@ def masked_train(model, mask, loss_fn, batcher: Batcher, cfg: TrainSettings, *, 
     before = gather_entries(model, mask.granularity, indices)
     model.to(device).train()
     params = attach_masked(model, mask.granularity, indices)
-    train(params, loss_fn, batcher, cfg, seed=seed, precision=precision, device=device, log_path=log_path, desc=desc)
+    train(params, loss_fn, batcher, cfg, seed=seed, precision=precision, device=device, log_path=log_path, desc=desc,
+          model=model)
     detach_masked(model)
     return entry_delta(model.cpu(), before, mask.granularity, indices)
 
