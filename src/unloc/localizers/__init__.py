@@ -23,7 +23,10 @@ One file per localizer:
 * ``activations.py``, ``memflex.py``, ``wagle.py``: the attribution methods of seeds/000
   Section 3 and App. C, scoring value vectors (and WAGLE also single weights) of a model from
   its forget and retain data; ``attribution.py`` holds what they share (set-level gradients of
-  the down projections, the top-ratio selection).
+  the down projections, the top-ratio selection);
+* ``simu.py``: SIMU's critical neurons (seeds/003), output rows of the down projections chosen by
+  an integrated-gradients attribution on the forget set and a per-layer threshold, at most
+  ``ratio`` of all rows.
 """
 
 from __future__ import annotations
@@ -104,3 +107,4 @@ def localize(name: str, settings, inputs: LocalizerInputs, ratio: float, seed: i
 # The variants register themselves on import, in this order (the order `unloc localize --help` lists).
 from unloc.localizers.uniform import oracle_mask, random_mask  # noqa: E402, F401, I001
 from unloc.localizers import activations, memflex, wagle  # noqa: E402, F401, I001
+from unloc.localizers import simu  # noqa: E402, F401, I001
