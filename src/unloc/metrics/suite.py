@@ -6,7 +6,7 @@ A metric is ``fn(suite) -> result``, where a result is open-unlearning's dict:
 item's position in its split, as strings) for the metrics with per-item values, and for an
 MIA ``{"forget": {...}, "holdout": {...}, "auc", "agg_value"}``. docs/metrics.md documents
 every key. A ``Suite`` holds one model's scored passes (``curve.PointScores``: each split's
-answers scored in one prompt pass, each split's greedy answers generated once), so the 27
+answers scored in one prompt pass, each split's greedy answers generated once), so the
 metrics cost four scoring passes, one answers-only pass over the holdout set and four
 generations; a metric that builds on others (truth ratios, MU, privleak) reads their results.
 
@@ -28,6 +28,7 @@ from scipy import stats
 from unloc.data.collate import prompt_ids, template_answer_ids
 from unloc.metrics import mia
 from unloc.metrics.curve import PointScores
+from unloc.metrics.simu import exact_match, simu_aggregate
 from unloc.metrics.tofu import (
     CORRECT_KEY,
     UTILITY_PARTS,
@@ -206,6 +207,15 @@ def rouge(suite: Suite, role: str) -> dict:
     return {"agg_value": float(np.mean([v["rougeL_recall"] for v in items.values()])), "value_by_index": items}
 
 
+def exact_match_metric(suite: Suite, role: str) -> dict:
+    """seeds/003's EM: per item 1 when the greedy answer contains the split's answer (simu.exact_match).
+    The gold is the record's answer under either convention (not the decoded labels ROUGE compares with
+    under open-unlearning's), and the generations are the ones ROUGE reads: generated once per role."""
+    generated = suite.point.generations(role)
+    em = [exact_match(generation, r["answer"]) for generation, r in zip(generated, suite.records(role))]
+    return {"agg_value": _mean(em), "value_by_index": _by_index(em)}
+
+
 def _decode(tokenizer, ids) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
@@ -238,6 +248,14 @@ for _prefix, _role in SPLIT_ROLES.items():
               "truth ratio p(perturbed)/p(" + ("paraphrased" if CORRECT_KEY[_role] != "answer" else "answer")
               + "), aggregated " + ("mean min(tr, 1/tr)" if _forget else "mean max(0, 1 - tr) (an MU part)"),
               "score", summary=_forget)
+
+
+# seeds/003's EM on the splits its Table 1 reports: forget, retain (retain_perturbed: 400 items, as the
+# paper's 1/400 steps) and world facts. Not open-unlearning's; not in TOFU_SUMMARY.json.
+for _prefix in ("forget", "retain", "wf"):
+    _role = SPLIT_ROLES[_prefix]
+    _register(f"{_prefix}_Q_A_EM", functools.partial(exact_match_metric, role=_role), (_role,),
+              "share of greedy answers that contain the answer (seeds/003's EM)", "score", generates=(_role,))
 
 
 MU_PARTS = ("retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
@@ -317,3 +335,16 @@ def privleak_metric(suite: Suite) -> dict:
     reference = suite.reference
     ref = reference.mia_min_k_auc if reference is not None and reference.mia_min_k_auc is not None else 0.5
     return {"agg_value": mia.privleak(suite.result("mia_min_k")["agg_value"], ref)}
+
+
+SIMU_AGGREGATE_PARTS = ("forget_Q_A_EM", "forget_Q_A_ROUGE", "mia_loss", "retain_Q_A_EM", "retain_Q_A_ROUGE")
+"""simu_aggregate's five parts, in its argument order. The MIA is mia_loss: the paper's MIA is an AUC that
+falls when the forget set is unlearned (0.79 for the original models), which the loss-based attack of forget
+against holdout answers is; ROUGE is the suite's ROUGE-L recall."""
+_SIMU_ROLES = (FORGET, SPLIT_ROLES["retain"])
+
+
+@EVAL_METRICS.register("simu_aggregate", needs=(*_SIMU_ROLES, HOLDOUT), summary=True, generates=_SIMU_ROLES)
+def simu_aggregate_metric(suite: Suite) -> dict:
+    """seeds/003's TOFU aggregate: mean(1 - EM_F, 1 - ROUGE_F, 1 - MIA, EM_R, ROUGE_R) (SIMU_AGGREGATE_PARTS)."""
+    return {"agg_value": simu_aggregate(*(suite.result(name)["agg_value"] for name in SIMU_AGGREGATE_PARTS))}
