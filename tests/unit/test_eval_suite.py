@@ -14,6 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
+from known_suite import FORGET, HOLDOUT, PROBES, RETAIN, qa
 from unloc.data.collate import answer_ids, encode_qa, prompt_ids
 from unloc.evaluation import eval_json, item_rows, score, summary_table
 from unloc.metrics import curve, mia
@@ -47,17 +48,6 @@ def llama(tokenizer):
 # --------------------------------------------------------------------------- known by construction
 
 
-def qa(question, answer, paraphrase, perturbed):
-    return {"question": question, "answer": answer, "paraphrased_answer": paraphrase, "perturbed_answer": perturbed}
-
-
-FORGET = [qa(f"Where was author {i} born?", f"Author {i} was born in Lisbon.", f"Lisbon is where {i} was born.",
-             [f"Author {i} was born in Porto.", f"Author {i} was born in Faro."]) for i in range(3)]
-RETAIN = [qa(f"What does writer {i} write?", f"Writer {i} writes gothic novels.", f"Gothic novels, writer {i}.",
-             [f"Writer {i} writes poems.", f"Writer {i} writes plays."]) for i in range(2)]
-PROBES = [{"question": f"Who won prize {i}?", "answer": f"The baker won prize {i}.",
-           "perturbed_answer": [f"The pilot won prize {i}.", f"The sailor won prize {i}."]} for i in range(2)]
-HOLDOUT = [{"question": f"Where was stranger {i} born?", "answer": f"Stranger {i} was born in Oslo."} for i in range(3)]
 ROLES = {"forget_perturbed": FORGET, "retain_perturbed": RETAIN, "real_authors_perturbed": PROBES,
          "world_facts_perturbed": PROBES[::-1], "holdout": HOLDOUT}
 # p per answer token (EOS included): answers 0.8, paraphrases 0.5, perturbed 0.2 / 0.05, holdout 0.3

@@ -6,29 +6,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tinyworld import build_tiny_world
 from unloc import io, stages
 from unloc.checkpoints import load_checkpoint
-from unloc.data import build_dataset, load_role, write_dataset
+from unloc.data import load_role
 from unloc.data.collate import IGNORE, collate, encode_records
 from unloc.registry import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-DATA = {"name": "t", "source": "minitofu", "forget_split": "forget10",
-        "minitofu": {"seed": 0, "n_authors": 10, "qa_per_author": 4, "n_retain_perturbed": 6,
-                     "n_real_authors": 4, "n_world_facts": 4, "corpus_docs": 20}}
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3, "num_heads": 4, "vocab_size": 400}
-PRETRAIN = {"precision": "fp32", "model": {"source": "tiny", "max_length": 64, "tiny": TINY}, "seed": 0,
-            "train": {"lr": 1e-2, "epochs": 2, "batch_size": 8}}
 GRADIENTS = {"precision": "fp32", "max_length": 96, "system_prompt": None, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gradients")
-    write_dataset(build_dataset(DATA), root / "data")
-    stages.pretrain(PRETRAIN, root / "data", root / "theta", root / "pretrain.csv")
-    return root
+    return build_tiny_world(tmp_path_factory.mktemp("gradients"), "theta")
 
 
 def run(built, out, **params):

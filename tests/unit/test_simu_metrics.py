@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from known_suite import FORGET, HOLDOUT, PROBES, RETAIN
 from unloc.data.collate import answer_ids, encode_qa, prompt_ids
 from unloc.metrics import curve
 from unloc.metrics.curve import PointScores
@@ -103,17 +104,6 @@ def test_simu_aggregate_rejects_percentages():
 # --------------------------------------------------------------------------- the suite entries
 
 
-def qa(question, answer, paraphrase, perturbed):
-    return {"question": question, "answer": answer, "paraphrased_answer": paraphrase, "perturbed_answer": perturbed}
-
-
-FORGET = [qa(f"Where was author {i} born?", f"Author {i} was born in Lisbon.", f"Lisbon is where {i} was born.",
-             [f"Author {i} was born in Porto.", f"Author {i} was born in Faro."]) for i in range(3)]
-RETAIN = [qa(f"What does writer {i} write?", f"Writer {i} writes gothic novels.", f"Gothic novels, writer {i}.",
-             [f"Writer {i} writes poems.", f"Writer {i} writes plays."]) for i in range(2)]
-PROBES = [{"question": f"Who won prize {i}?", "answer": f"The baker won prize {i}.",
-           "perturbed_answer": [f"The pilot won prize {i}.", f"The sailor won prize {i}."]} for i in range(2)]
-HOLDOUT = [{"question": f"Where was stranger {i} born?", "answer": f"Stranger {i} was born in Oslo."} for i in range(3)]
 ROLES = {"forget_perturbed": FORGET, "retain_perturbed": RETAIN, "real_authors_perturbed": PROBES,
          "world_facts_perturbed": PROBES, "holdout": HOLDOUT}
 GENERATIONS = {  # by question; the rest generate nothing

@@ -7,20 +7,15 @@ import math
 import pytest
 import torch
 
+from tinyworld import build_tiny_world
 from unloc import io, stages
 from unloc.checkpoints import load_checkpoint
-from unloc.data import build_dataset, load_role, write_dataset
+from unloc.data import load_role
 from unloc.geffect import COLUMNS
 from unloc.registry import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-DATA = {"name": "t", "source": "minitofu", "forget_split": "forget10",
-        "minitofu": {"seed": 0, "n_authors": 10, "qa_per_author": 4, "n_retain_perturbed": 6,
-                     "n_real_authors": 4, "n_world_facts": 4, "corpus_docs": 20}}
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3, "num_heads": 4, "vocab_size": 400}
-PRETRAIN = {"precision": "fp32", "model": {"source": "tiny", "max_length": 64, "tiny": TINY}, "seed": 0,
-            "train": {"lr": 1e-2, "epochs": 2, "batch_size": 8}}
 # seeds/001's loop (weight decay 0, warm-up over the first of its epochs, linear decay), cut to 2 epochs
 UNLEARN_ALL = {"precision": "fp32", "max_length": 96, "system_prompt": None, "seed": 0, "eval_batch_size": 8,
                "objective": "npo", "block": {"lr": 1e-3, "beta": 0.5, "regularizer": "kl"},
@@ -30,10 +25,7 @@ UNLEARN_ALL = {"precision": "fp32", "max_length": 96, "system_prompt": None, "se
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unlearn_all")
-    write_dataset(build_dataset(DATA), root / "data")
-    stages.pretrain(PRETRAIN, root / "data", root / "theta_full", root / "pretrain.csv")
-    return root
+    return build_tiny_world(tmp_path_factory.mktemp("unlearn_all"), "theta_full")
 
 
 def run(built, out, **params):

@@ -9,21 +9,15 @@ import shutil
 import pytest
 import torch
 
+from tinyworld import build_tiny_world
 from unloc import io, stages
 from unloc.checkpoints import load_checkpoint
 from unloc.cli import main
-from unloc.data import build_dataset, write_dataset
 from unloc.registry import ConfigError
 from unloc.weightings import WEIGHTINGS, edit, task_vector
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-DATA = {"name": "t", "source": "minitofu", "forget_split": "forget10",
-        "minitofu": {"seed": 0, "n_authors": 10, "qa_per_author": 4, "n_retain_perturbed": 6,
-                     "n_real_authors": 4, "n_world_facts": 4, "corpus_docs": 20}}
-TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 400}
-PRETRAIN = {"precision": "fp32", "model": {"source": "tiny", "max_length": 64, "tiny": TINY}, "seed": 0,
-            "train": {"lr": 1e-2, "epochs": 1, "batch_size": 8}}
 FINETUNE = {"precision": "fp32", "max_length": 96, "system_prompt": None, "seed": 0,
             "train": {"lr": 1e-3, "epochs": 2, "batch_size": 4}}
 GRADIENTS = {"precision": "fp32", "max_length": 96, "system_prompt": None, "batch_size": 8}
@@ -35,8 +29,7 @@ PICKED = "model.layers.0.mlp.down_proj.weight"  # the tensor whose grad weights 
 def built(tmp_path_factory):
     """θ_0 (pretrained), θ_full and θ_fgt fine-tuned from it, and the gradients at θ_0."""
     root = tmp_path_factory.mktemp("wme_edit")
-    write_dataset(build_dataset(DATA), root / "data")
-    stages.pretrain(PRETRAIN, root / "data", root / "theta_0", root / "pretrain.csv")
+    build_tiny_world(root, "theta_0", num_layers=2, epochs=1)
     for split, name in (("full", "theta_full"), ("forget", "theta_fgt")):
         stages.finetune(FINETUNE, root / "theta_0", root / "data", split, root / name, root / f"{name}.csv")
     stages.gradients(GRADIENTS, root / "theta_0", root / "data", root / "gradients.safetensors")
