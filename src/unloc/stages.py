@@ -736,22 +736,30 @@ def mix_eval(params: MixParams, model, reference, data, out, origin=None, device
     curve.csv row per α with its labels (scenario, objective, localizer, seed: from θu's
     metadata) and every curve metric."""
     from unloc.metrics.curve import CURVE_LABELS
-    from unloc.mixing import DeltaMixer, alpha_grid
+    from unloc.mixing import DeltaMixer
 
     theta_u = model
     delta = io.delta_chain(theta_u)[1][-1]  # θu's own delta; every parent link verified before any compute
     labels = {k: delta.metadata.get(k, "") for k in CURVE_LABELS}
     model, tokenizer = load_checkpoint(delta.parent, device=device)  # θo
+    _sweep(params, model, tokenizer, DeltaMixer(model, delta), data, _reference_tr(reference), origin, labels, out,
+           device, "mix_eval")
+
+
+def _sweep(params: MixParams, model, tokenizer, mixer, data, reference_tr, origin, labels: dict, out, device,
+           desc: str) -> None:
+    """The mixing sweep both mixers share: every curve metric at each α of the grid (α = 0 taken
+    from score_point's row when ``origin`` is given), written as one curve.csv with ``labels``."""
+    from unloc.metrics.curve import CURVE_LABELS
+    from unloc.mixing import alpha_grid
+
     columns = point_columns(params)
-    rows = []
-    alphas = alpha_grid(params.mix.alphas)
+    rows, alphas = [], alpha_grid(params.mix.alphas)
     if origin is not None:
         rows.append(_origin_row(origin, columns))
         alphas = alphas[1:]
     evaluate = _PointEvaluator(params, tokenizer, data, device)
-    reference_tr = _reference_tr(reference)
-    mixer = DeltaMixer(model, delta)
-    for alpha in tqdm(alphas, desc="mix_eval", unit="α", mininterval=2.0):
+    for alpha in tqdm(alphas, desc=desc, unit="α", mininterval=2.0):
         mixer.set_alpha(alpha)  # fp32 arithmetic on the fp32 weights; only the forward passes autocast
         rows.append({"alpha": alpha, **evaluate(model, reference_tr)})
     io.write_csv(out, [{**labels, **r} for r in rows], [*CURVE_LABELS, *columns])
@@ -767,8 +775,7 @@ def mix_all(params: MixParams, model, data, out, reference=None, origin=None, de
     """Whole-model mixing θ(α) = θfull + α (θu - θfull) over an α grid (seeds/001's UWC): θu is
     a checkpoint of unlearn_all, θfull the one it records as its parent (whose hash must still
     match). One curve.csv row per α with its labels and every curve metric."""
-    from unloc.metrics.curve import CURVE_LABELS
-    from unloc.mixing import FullMixer, alpha_grid
+    from unloc.mixing import FullMixer
 
     meta = io.artifact_metadata(model)
     if meta.get("stage") != "unlearn_all":
@@ -785,17 +792,8 @@ def mix_all(params: MixParams, model, data, out, reference=None, origin=None, de
     model, tokenizer = load_checkpoint(start, device=device)
     mixer = FullMixer(model, after)
     del theta_u, after
-    columns = point_columns(params)
-    rows, alphas = [], alpha_grid(params.mix.alphas)
-    if origin is not None:
-        rows.append(_origin_row(origin, columns))
-        alphas = alphas[1:]
-    evaluate = _PointEvaluator(params, tokenizer, data, device)
-    reference_tr = _reference_tr(reference) if reference else None
-    for alpha in tqdm(alphas, desc="mix_all", unit="α", mininterval=2.0):
-        mixer.set_alpha(alpha)
-        rows.append({"alpha": alpha, **evaluate(model, reference_tr)})
-    io.write_csv(out, [{**labels, **r} for r in rows], [*CURVE_LABELS, *columns])
+    _sweep(params, model, tokenizer, mixer, data, _reference_tr(reference) if reference else None, origin, labels,
+           out, device, "mix_all")
 
 
 def _origin_row(path, columns: list[str]) -> dict[str, str]:
