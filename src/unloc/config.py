@@ -26,9 +26,10 @@ from unloc.registry import ConfigError, parse_settings, suggest
 from unloc.sanity import SanitySettings
 from unloc.stages import EvalSettings, MixSettings
 from unloc.stats import StatsSettings
-from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC
+from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC, WME, WME_AVERAGE
 from unloc.train import InjectSettings, LoopSettings, TrainSettings
 from unloc.uwc import UwcSettings, sweep_metrics
+from unloc.wme import EDITS, REFERENCES, WmeSettings, check_baselines
 
 TRAIN_SECTIONS = ("pretrain", "finetune_retain", "finetune_full")
 UNLEARN_KEYS = ("objectives", "localizers", "train", "eval_batch_size")
@@ -91,6 +92,27 @@ class GEffect:
 
 
 @dataclass(frozen=True)
+class Wme:
+    """The config's ``wme`` section (seeds/004), checked: its settings, each baseline's objective
+    and block, and the methods the configured WME tables read on each forget split."""
+
+    settings: WmeSettings
+    baselines: dict[str, tuple[str, dict]]  # name -> (objective, its block)
+    methods: dict[str, tuple[str, ...]]  # split -> the methods evaluated on it, references first
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.methods)
+
+    def table_splits(self, spec) -> tuple[str, ...]:
+        """The forget splits a WME table reports: its own, wme.splits (the average's) or
+        wme.sweep_splits (a sweep table's)."""
+        if spec.split is None:
+            return self.settings.sweep_splits or self.settings.splits
+        return self.settings.splits if spec.split == WME_AVERAGE else (spec.split,)
+
+
+@dataclass(frozen=True)
 class Experiment:
     train: dict[str, TrainSettings]  # pretrain, finetune_retain, finetune_full
     inject: InjectSettings
@@ -111,6 +133,7 @@ class Experiment:
     figure_settings: dict[str, Any]  # of every configured figure with runs of its own (its config block)
     experiment_configs: dict[str, dict]  # {table: the config of the experiment it runs in} (Table 6)
     geffect: GEffect | None  # seeds/001's runs, when the config has a geffect section
+    wme: Wme | None = None  # seeds/004's runs, when the config has a wme section
 
 
 def merge_configs(base: dict, override: dict) -> dict:
@@ -209,7 +232,7 @@ def check_config(config: dict) -> Experiment:
     tables = _names(TABLES, config["tables"], "tables")
     for name in tables:
         spec = TABLES[name]
-        if spec.experiment or spec.scenario in (GEFFECT, UWC):
+        if spec.experiment or spec.scenario in (GEFFECT, UWC, WME):
             continue  # its runs are its experiment's (check_experiments) or the geffect section's
         _needs(f"tables: {name}", spec.needs, columns, "mix.metrics")
         if spec.scenario == ORIGINAL:
@@ -230,14 +253,20 @@ def check_config(config: dict) -> Experiment:
     if geffect is not None:
         geffect = check_uwc(config["geffect"], geffect, tables)
     figures = _names(FIGURES, config["figures"], "figures")
+    wme_outputs = [(f"tables: {n}", TABLES[n]) for n in tables if TABLES[n].scenario == WME] + \
+                  [(f"figures: {n}", FIGURES[n]) for n in figures if FIGURES[n].runs == WME]
+    wme = check_wme(config["wme"], wme_outputs) if config.get("wme") else None
+    if wme_outputs and wme is None:
+        raise ConfigError(f"{wme_outputs[0][0]} is seeds/004's, whose runs the wme section configures; the config "
+                          "has none")
     for name in figures:
         if FIGURES[name].runs == GEFFECT and geffect is None:
             raise ConfigError(f"figures: {name} plots seeds/001's runs, which the geffect section configures; "
                               "the config has none")
     figure_settings = {}
     for name in figures:
-        if FIGURES[name].runs == GEFFECT:
-            continue  # it plots probe logs, not curves
+        if FIGURES[name].runs in (GEFFECT, WME):
+            continue  # it plots probe logs or evaluations, not curves
         _needs(f"figures: {name}", FIGURES[name].needs, columns, "mix.metrics")
         if FIGURES[name].runs == "own":
             figure_settings[name] = _own_runs(name, config, runs)
@@ -254,7 +283,7 @@ def check_config(config: dict) -> Experiment:
         stats=parse_settings(StatsSettings, config["stats"], "stats"), tables=tables, figures=figures,
         sanity=parse_settings(SanitySettings, config.get("sanity"), "sanity"),
         original=check_original(config.get("original") or {}, tables, unlearn), figure_settings=figure_settings,
-        experiment_configs=check_experiments(config, tables), geffect=geffect)
+        experiment_configs=check_experiments(config, tables), geffect=geffect, wme=wme)
 
 
 def _own_runs(name: str, config: dict, runs: dict[str, ObjectiveRun]):
@@ -378,6 +407,40 @@ def check_geffect(section: dict) -> GEffect:
                               f"of {TABLES[table].objective}.{TABLES[table].sweep}), got {values!r}")
     return GEffect(splits=tuple(splits), objectives=objectives, train=train, probe_every=probe_every, blocks=blocks,
                    uwc=replace(uwc, splits=uwc.splits or tuple(splits)))
+
+
+def check_wme(section: dict, outputs: list[tuple[str, Any]]) -> Wme:
+    """The ``wme`` section, and per forget split the methods that the configured WME tables and
+    figures (``outputs``: (where, spec)) read: Tables 1-4 on wme.splits, the sweep tables on
+    wme.sweep_splits."""
+    settings = parse_settings(WmeSettings, section, "wme")
+    for key in ("splits", "sweep_splits"):
+        splits = getattr(settings, key)
+        if len(set(splits)) != len(splits) or not all(re.fullmatch(r"forget\d\d", s) for s in splits):
+            raise ConfigError(f"wme.{key}: expected a list of distinct forgetNN names, got {list(splits)!r}")
+    if not settings.splits:
+        raise ConfigError("wme.splits: expected at least one forget split")
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise ConfigError(f"wme.seeds: expected a non-empty list of distinct seeds, got {list(settings.seeds)!r}")
+    baselines = check_baselines(settings.baselines, parse_objective)
+    wme = Wme(settings=settings, baselines=baselines, methods={})
+    methods: dict[str, dict[str, None]] = {}
+    for where, spec in outputs:
+        if spec.split not in (None, WME_AVERAGE) and spec.split not in settings.splits:
+            raise ConfigError(f"{where} reports {spec.split}, which wme.splits lacks "
+                              f"({', '.join(settings.splits)})")
+        for method in spec.rows:
+            if method not in REFERENCES and method not in EDITS and method not in baselines:
+                continue  # a baseline the config does not run: its row is left out (wme.wme_rows)
+            for split in wme.table_splits(spec):
+                methods.setdefault(split, dict.fromkeys(REFERENCES))[method] = None
+    reported = {m for ms in methods.values() for m in ms}
+    for name in baselines if outputs else ():
+        if name not in reported:  # a typo would otherwise leave its row out unseen
+            rows = sorted({m for _, spec in outputs for m in spec.rows if m not in REFERENCES and m not in EDITS})
+            raise ConfigError(f"wme.baselines.{name}: no configured WME table or figure reports it (their baseline "
+                              f"rows: {', '.join(rows) or 'none'})")
+    return replace(wme, methods={s: tuple(m) for s, m in methods.items()})
 
 
 def _split_block(section: dict, name: str, split: str) -> dict:

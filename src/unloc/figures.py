@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec, setting  # noqa: E402
-from unloc.tables import GEFFECT, injection_verdict, objective_label, read_curves  # noqa: E402
+from unloc.tables import GEFFECT, WME, WME_AVERAGE, WME_MAIN_ROWS, injection_verdict, objective_label, read_curves  # noqa: E402,I001
+from unloc.wme import EDITS, SAMPLE_FRACTIONS, read_wme_evals, summarise  # noqa: E402
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
@@ -33,12 +34,16 @@ class FigureSpec(Spec):
     """``fn(ax, curves)`` adds what the figure draws beyond the curves (a threshold line);
     ``draw(curves, model) -> Figure``, where set, draws the whole figure instead. ``runs``: whose
     curves it plots (``section4``: every Section 4 sweep; ``own``: the runs its settings name;
-    ``geffect``: the probe logs of the geffect section's runs, ``read_probes``)."""
+    ``geffect``: the probe logs of the geffect section's runs, ``read_probes``; ``wme``: the
+    evaluations of the methods ``rows`` on wme.splits, or with ``split`` None on wme.sweep_splits,
+    as a WME table's)."""
 
     labels: tuple[str, str] = ("", "")
     title: str
     draw: Callable | None = None
     runs: str = "section4"
+    rows: tuple[str, ...] = ()
+    split: str | None = None
 
 
 FIGURES: Registry[FigureSpec] = Registry("figure", FigureSpec)
@@ -63,6 +68,8 @@ def plot_figure(name: str, curve_paths: list[str], model: str, out_png, out_pdf,
     spec = FIGURES[name]
     if spec.runs == GEFFECT:  # G-effect probe logs, not mixing curves
         fig, verdict = spec.draw(read_probes(curve_paths), model), None
+    elif spec.runs == WME:  # evaluations of whole models
+        fig, verdict = spec.draw(read_wme_evals(curve_paths), model), None
     else:
         curves = read_curves(curve_paths)
         verdict = injection_verdict(curves, sanity_csv)
@@ -221,3 +228,127 @@ def draw_geffect(logs: list[ProbeLog], model: str):
                   title="G-effect probes")
 def geffect_probes(ax, curves) -> None:
     """seeds/001 Figs. 3-8: unlearning and retaining G-effects over steps, per objective and layer group."""
+
+
+# --------------------------------------------------------------------------- seeds/004 (WME)
+
+
+def _wme_panels(evals, rows: tuple[str, ...]):
+    """Per split, the table rows (wme.summarise) of ``rows``; and a figure with one panel each."""
+    splits = list(dict.fromkeys(e.split for e in evals))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.0 * len(splits), 3.6), squeeze=False)
+    return [(ax, split, summarise(evals, rows, (split,))) for ax, split in zip(axes[0], splits)], fig
+
+
+def _wme_scatter(evals, model: str, x: str, y: str, labels: tuple[str, str], title: str):
+    panels, fig = _wme_panels(evals, WME_MAIN_ROWS)
+    for ax, split, rows in panels:
+        for i, row in enumerate(rows):
+            ax.errorbar(row[f"{x}_mean"], row[f"{y}_mean"], xerr=row[f"{x}_std"], yerr=row[f"{y}_std"], fmt="o",
+                        ms=5, capsize=2, color=f"C{i}", label=row["method"])
+        ax.set_title(split, fontsize=9)
+        ax.set_xlabel(labels[0])
+        ax.grid(alpha=0.3)
+    panels[0][0].set_ylabel(labels[1])
+    panels[-1][0].legend(fontsize=7)
+    fig.suptitle(f"{model}: {title} (seeds/004)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("wme_mu_fq", runs=WME, rows=WME_MAIN_ROWS, split=WME_AVERAGE, title="WME: MU vs FQ",
+                  draw=lambda evals, model: _wme_scatter(evals, model, "fq_log10", "mu", ("log10 FQ ↑", "MU ↑"),
+                                                         "MU vs FQ per method, mean ± std over the runs"))
+def wme_mu_fq(ax, curves) -> None:
+    """seeds/004 Fig. 4: MU against log10 FQ per method and forget split, with error bars."""
+
+
+@FIGURES.register("wme_es", runs=WME, rows=WME_MAIN_ROWS, split=WME_AVERAGE, title="WME: ES(D_f) vs ES(D_r)",
+                  draw=lambda evals, model: _wme_scatter(evals, model, "es_forget", "es_retain",
+                                                         ("ES(D_f) ↓", "ES(D_r) ↑"),
+                                                         "ES on the forget vs the retain set, mean ± std"))
+def wme_es(ax, curves) -> None:
+    """seeds/004 Fig. 11: ES(D_r) against ES(D_f) per method and forget split, with error bars."""
+
+
+ROUGE_SETS = (("rouge_forget", "forget"), ("rouge_retain", "retain"), ("rouge_ra", "real authors"),
+              ("rouge_wf", "world facts"))
+
+
+def draw_wme_rouge(evals, model: str):
+    """seeds/004 Fig. 5: ROUGE on the four sets for TV, WME-grad and WME-fisher, GT's shaded."""
+    panels, fig = _wme_panels(evals, ("gt", "tv", "wme_grad", "wme_fisher"))
+    width = 0.27
+    for ax, split, (gt, *edits) in panels:
+        positions = range(len(ROUGE_SETS))
+        ax.bar(positions, [gt[f"{c}_mean"] for c, _ in ROUGE_SETS], width * 3.3, color="lightgray", label="GT")
+        for i, row in enumerate(edits):
+            ax.bar([p + (i - 1) * width for p in positions], [row[f"{c}_mean"] for c, _ in ROUGE_SETS], width,
+                   yerr=[row[f"{c}_std"] for c, _ in ROUGE_SETS], capsize=2, color=f"C{i}", label=row["method"])
+        ax.set_xticks(list(positions), [name for _, name in ROUGE_SETS], fontsize=8)
+        ax.set_title(split, fontsize=9)
+        ax.set_ylim(0, 1)
+    panels[0][0].set_ylabel("ROUGE-L recall")
+    panels[-1][0].legend(fontsize=7)
+    fig.suptitle(f"{model}: ROUGE on the four evaluation sets (seeds/004)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("wme_rouge", runs=WME, rows=("gt", "tv", "wme_grad", "wme_fisher"), split=WME_AVERAGE,
+                  title="WME: four-way ROUGE", draw=draw_wme_rouge)
+def wme_rouge(ax, curves) -> None:
+    """seeds/004 Fig. 5: ROUGE on forget, retain, real authors and world facts per edit."""
+
+
+WME_CURVE_METRICS = (("fq_log10", "log10 FQ ↑"), ("mu", "MU ↑"), ("es_forget", "ES(D_f) ↓"),
+                     ("es_retain", "ES(D_r) ↑"))
+TAU_ROWS = ("tau0", "tau0.25", "tau0.5", "wme_grad", "wme_fisher", "tau4", "tau8")
+
+
+def _wme_metric_lines(evals, model: str, series: dict[str, tuple[tuple[float, str], ...]], xlabel: str, title: str,
+                      reference: str | None = None):
+    """One panel per metric: each series' mean ± std over its x values, one line per split (and
+    series), with the value of ``reference`` at x = 1 subtracted where given (a residual)."""
+    splits = list(dict.fromkeys(e.split for e in evals))
+    fig, axes = plt.subplots(1, len(WME_CURVE_METRICS), figsize=(3.4 * len(WME_CURVE_METRICS), 3.2), squeeze=False)
+    for split_index, split in enumerate(splits):
+        for series_index, (name, points) in enumerate(series.items()):
+            rows = summarise(evals, tuple(m for _, m in points), (split,))
+            xs = [x for x, _ in points]
+            for ax, (column, label) in zip(axes[0], WME_CURVE_METRICS):
+                base = rows[-1][f"{column}_mean"] if reference else 0.0
+                ax.errorbar(xs, [r[f"{column}_mean"] - base for r in rows], yerr=[r[f"{column}_std"] for r in rows],
+                            fmt="-o", ms=3, capsize=2, color=f"C{split_index * len(series) + series_index}",
+                            label=f"{name}, {split}" if len(splits) > 1 or len(series) > 1 else split)
+                ax.set_title(label if not reference else f"{label} − at 100%", fontsize=9)
+                ax.set_xlabel(xlabel)
+                ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{model}: {title} (seeds/004)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("wme_tau", runs=WME, rows=TAU_ROWS, title="WME: the τ sweep",
+                  draw=lambda evals, model: _wme_metric_lines(
+                      evals, model, {"τ": tuple(zip((0, 0.25, 0.5, 1, 2, 4, 8), TAU_ROWS))}, "τ",
+                      "metrics against τ, mean ± std over the runs"))
+def wme_tau(ax, curves) -> None:
+    """seeds/004 Fig. 7: FQ, MU, ES(D_f) and ES(D_r) against τ, per forget split of wme.sweep_splits."""
+
+
+def _fraction_series(weighting: str) -> tuple[tuple[float, str], ...]:
+    """0: TV (no gradients), then the shares, then every sample (the residuals' reference, last)."""
+    return ((0.0, "tv"), *((f, f"wme_{weighting}_f{f:g}") for f in SAMPLE_FRACTIONS), (1.0, f"wme_{weighting}"))
+
+
+SAMPLE_ROWS = tuple(dict.fromkeys(m for w in ("grad", "fisher") for _, m in _fraction_series(w)))
+assert all(m in EDITS for m in SAMPLE_ROWS if m != "tv") and "tv" in EDITS
+
+
+@FIGURES.register("wme_samples", runs=WME, rows=SAMPLE_ROWS, title="WME: sample efficiency",
+                  draw=lambda evals, model: _wme_metric_lines(
+                      evals, model, {f"WME-{w}": _fraction_series(w) for w in ("grad", "fisher")},
+                      "share of the samples g_f, g_r are taken on (0: TV)",
+                      "residuals against the gradients of every sample", reference="all"))
+def wme_samples(ax, curves) -> None:
+    """seeds/004 Figs. 8 and 13: each metric minus its value with every sample, against the share of
+    the samples the gradients are taken on (0 = TV), per forget split of wme.sweep_splits."""

@@ -854,8 +854,7 @@ class GradientsParams(QaParams):
     seed: int = setting(0, "seed of the sample_fraction draw")
 
 
-# a command only until WME's workflow (issue 17) gives it a rule
-@stage("gradients", settings=GradientsParams, runs_model=True, workflow=False,
+@stage("gradients", settings=GradientsParams, runs_model=True,
        args=(Arg(name="model", help="the model the gradients are taken at: θ_0, or θfull"), DATA,
              Arg(name="out", help="output gradients (safetensors)")))
 def gradients(params: GradientsParams, model, data, out, device="cpu") -> None:
@@ -947,8 +946,7 @@ class EditParams:
             object.__setattr__(self, "weighting", WEIGHTINGS.choose(self.weighting, "weighting"))
 
 
-# a command only until WME's workflow (issue 17) gives it a rule
-@stage("edit", settings=EditParams, runs_model=True, workflow=False, variants=(WEIGHTINGS,),
+@stage("edit", settings=EditParams, runs_model=True, variants=(WEIGHTINGS,),
        args=(Arg(name="theta_full", help="θ_full: θ_0 fine-tuned on all data (finetune --split full)"),
              Arg(name="theta_fgt", help="θ_fgt: θ_0 fine-tuned on the forget set only (finetune --split forget)"),
              Arg(name="theta_0", help="θ_0: the model θ_fgt was fine-tuned from (θp)"),

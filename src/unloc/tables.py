@@ -32,12 +32,14 @@ from unloc.registry import Registry, Spec, parse_settings
 from unloc.sanity import Verdict, read_verdict
 from unloc.stats import StatsSettings
 from unloc.uwc import UwcSettings, select
+from unloc.wme import EDITS, REFERENCES, VALUE_COLUMNS, method_label, read_wme_evals, summarise, wme_rows
 
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
 ORIGINAL = "original"  # the scenario of curves that start from θfull (seeds/000 Section 3)
 GEFFECT = "geffect"  # seeds/001's tables: evaluations of full-parameter unlearning runs, not curves
 UWC = "uwc"  # seeds/001's Tables 2-10: UWC-selected mixtures of full-parameter runs with θfull
+WME = "wme"  # seeds/004's tables: evaluations of references, baselines and edits, per forget split and run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +52,9 @@ class TableSpec(Spec):
     ``<table>`` block says on what data, and its ``objective``, ``ratio`` and ``localizers`` fix
     what that experiment runs. A UWC table of seeds/001 (scenario ``uwc``) sweeps its
     ``objective``'s setting ``sweep`` over ``grid`` (the paper's; ``geffect.uwc.values`` picks a
-    subset), with the settings ``fixed`` holds, one full-parameter run and mixing sweep each."""
+    subset), with the settings ``fixed`` holds, one full-parameter run and mixing sweep each.
+    A WME table (scenario ``wme``, seeds/004) reports the methods ``rows`` (wme.py) on ``split``:
+    one forget split, ``"average"`` (the mean over wme.splits) or None (each of wme.sweep_splits)."""
 
     markdown: Callable[[pd.DataFrame, StatsSettings], str]
     localizers: tuple[str, ...] = ()
@@ -62,6 +66,8 @@ class TableSpec(Spec):
     sweep: str | None = None
     fixed: tuple[tuple[str, object], ...] = ()
     grid: tuple[float, ...] = ()
+    rows: tuple[str, ...] = ()
+    split: str | None = None
 
 
 TABLES: Registry[TableSpec] = Registry("table", TableSpec)
@@ -116,6 +122,8 @@ def write_table(name: str, stats_settings, curve_paths: list[str], model: str, o
     verdict = None
     if spec.scenario == GEFFECT:  # evaluations of whole models, not mixing curves
         table = spec.fn(read_evals(curve_paths), settings, model)
+    elif spec.scenario == WME:
+        table = spec.fn(read_wme_evals(curve_paths), settings, model)
     elif spec.scenario == UWC:
         settings = parse_settings(UwcSettings, uwc_settings, "geffect.uwc")
         table = spec.fn(read_uwc_curves(curve_paths, name), settings, model)
@@ -605,3 +613,58 @@ for _number, _alpha in ((5, 0.5), (6, 1.0), (7, 1.5)):
 for _number, _third in ((8, "shallow"), (9, "middle"), (10, "deep")):
     _register_uwc(f"geffect_table{_number}", f"Table {_number} (seeds/001): UWC tuning for RMU ({_third})",
                   "rmu", "scale", PAPER_RMU_GRID, (("layer", _third),))
+
+
+# --------------------------------------------------------------------------- seeds/004 (WME)
+
+WME_AVERAGE = "average"  # the split of Table 1: the mean over wme.splits
+WME_MAIN_ROWS = ("full", "gt", "ga", "gd", "npo", "npo_plus", "tv", "wme_grad", "wme_fisher")
+WME_TABLE_COLUMNS = ["model", "split", "method", "runs"] + [f"{c}_{s}" for c in VALUE_COLUMNS for s in ("mean", "std")]
+_WME_CELLS = (("fq_log10", "FQ (log10) ↑"), ("mu", "MU ↑"), ("es_forget", "ES(D_f) ↓"), ("es_retain", "ES(D_r) ↑"),
+              ("es_gap", "ES(D_r) − ES(D_f) ↑"), ("rouge_forget", "ROUGE forget"), ("rouge_retain", "ROUGE retain"),
+              ("rouge_ra", "ROUGE real authors"), ("rouge_wf", "ROUGE world facts"))
+
+
+def wme_markdown(table: pd.DataFrame, spec: TableSpec) -> str:
+    model = table["model"].iloc[0] if len(table) else ""
+    runs = sorted(set(table["runs"])) if len(table) else []
+    lines = [f"# {spec.title}, {model}", "", "| split | method | " + " | ".join(h for _, h in _WME_CELLS) + " |",
+             "|---|---|" + "---|" * len(_WME_CELLS)]
+    for row in table.to_dict("records"):
+        cells = [f"{row[f'{c}_mean']:.3f}" + (f" ± {row[f'{c}_std']:.3f}" if row["runs"] > 1 else "")
+                 for c, _ in _WME_CELLS]
+        lines.append(f"| {row['split']} | {row['method']} | " + " | ".join(cells) + " |")
+    missing = [method_label(m) for m in spec.rows if m not in REFERENCES and m not in EDITS
+               and method_label(m) not in set(table["method"])]
+    if missing:
+        lines += ["", f"Not run (wme.baselines has none): {', '.join(missing)}."]
+    lines += ["", f"Mean ± population std over {'/'.join(map(str, runs))} runs (seeds of wme.seeds: θ_fgt's and the "
+              "baselines' batch order, the random weighting's draw, the gradient samples); Full and GT are one "
+              "model each. FQ: KS-test p-value against the split's θr, as log10. ES(D_r): ES-exact on the held-out "
+              "retain items. Gib is not reported: its classifier is a hub download (docs/decisions.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def _register_wme(name: str, title: str, rows: tuple[str, ...], split: str | None) -> None:
+    def table(evals, settings: StatsSettings, model: str) -> pd.DataFrame:
+        splits = tuple(dict.fromkeys(e.split for e in evals))
+        if split not in (None, WME_AVERAGE):
+            splits = (split,)
+        kept, _ = wme_rows(rows, evals)
+        frame = pd.DataFrame(summarise(evals, kept, splits, average=split == WME_AVERAGE),
+                             columns=WME_TABLE_COLUMNS[1:])
+        frame.insert(0, "model", model)
+        return frame[WME_TABLE_COLUMNS]
+
+    TABLES.register(name, scenario=WME, rows=rows, split=split, title=title,
+                    markdown=lambda t, s: wme_markdown(t, TABLES[name]), help=f"{title}: seeds/004")(table)
+
+
+_register_wme("wme_table1", "Table 1 (seeds/004): the average over the forget splits", WME_MAIN_ROWS, WME_AVERAGE)
+for _number, _split in ((2, "forget01"), (3, "forget05"), (4, "forget10")):
+    _register_wme(f"wme_table{_number}", f"Table {_number} (seeds/004): TOFU {_split}", WME_MAIN_ROWS, _split)
+_register_wme("wme_table7", "Table 7 (seeds/004): choices of f_oprt",
+              ("full", "gt", "random", "weighted", "pruning", "wme_grad_full", "wme_fisher_full", "wme_grad",
+               "wme_fisher", "softmax"), None)
+_register_wme("wme_table8", "Table 8 (seeds/004): the τ sweep",
+              ("full", "gt", "tau0", "tau0.25", "tau0.5", "wme_grad", "wme_fisher", "tau4", "tau8"), None)

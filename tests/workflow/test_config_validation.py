@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from unloc.config import check_config
 from unloc.registry import ConfigError
-from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC
+from unloc.tables import GEFFECT, ORIGINAL, TABLES, UWC, WME
 
 from helpers import REPO, load_config, snakemake, write_config
 
@@ -58,10 +58,14 @@ def test_a_real_model_config_inherits_nothing_calibrated_for_the_tiny_model(name
     # the objectives' LRs: seeds/000's where it builds a seeds/000 table or figure, seeds/001's
     # (the geffect section's, every objective its tables run) where it builds one of those
     seed001 = [t for t in merged["tables"] if TABLES[t].scenario in (GEFFECT, UWC)]
-    seed000 = [t for t in merged["tables"] if t not in seed001] or figure_objectives
+    seed000 = [t for t in merged["tables"] if t not in seed001 and TABLES[t].scenario != WME] or figure_objectives
     geffect_objectives = {*merged["geffect"]["objectives"], *(TABLES[t].objective for t in seed001
                                                                if TABLES[t].scenario == UWC)} if seed001 else ()
-    sections = [*TINY_CALIBRATED,
+    # seeds/004's: θ_fgt's fine-tuning and every baseline's LR, where it builds one of its tables
+    seed004 = [t for t in merged["tables"] if TABLES[t].scenario == WME]
+    wme = ["wme.finetune_forget.lr", *(f"wme.baselines.{b}.lr" for b, block in merged["wme"]["baselines"].items()
+                                       if block is not None)] if seed004 else []
+    sections = [*TINY_CALIBRATED, *wme,
                 *(f"unlearn.{o}" for o in [*base["unlearn"]["objectives"], *figure_objectives] if seed000),
                 *(f"geffect.{o}.lr" for o in geffect_objectives), *(f"original.{t}" for t in section3), *pii]
     tiny = {leaf for leaf in leaves(base) if any(leaf == s or leaf.startswith(f"{s}.") for s in sections)}
@@ -202,6 +206,20 @@ def section3(config: dict) -> dict:
     (lambda c: c["geffect"]["train"].update(warmup=0.2), "geffect.train.warmup: unknown setting"),
     (lambda c: (c.pop("geffect"), c["tables"].append("geffect_table1")),
      "tables: geffect_table1 is seeds/001's, whose runs the geffect section configures; the config has none"),
+    (lambda c: c["wme"].update(sweep_split=["forget05"]),
+     "wme.sweep_split: unknown setting; did you mean 'sweep_splits'?"),
+    (lambda c: (c["wme"].update(splits=["forget05", "forget10"]), c["tables"].append("wme_table2")),
+     "tables: wme_table2 reports forget01, which wme.splits lacks (forget05, forget10)"),
+    (lambda c: (c["wme"]["baselines"].update(npo_pluss={"objective": "npo", "lr": 1.0}),
+                c["tables"].append("wme_table1")),
+     "wme.baselines.npo_pluss: no configured WME table or figure reports it (their baseline rows: ga, gd, npo, "),
+    (lambda c: c["wme"]["baselines"]["gd"].update(objective="gdd"), "wme.baselines.gd: unknown objective 'gdd'"),
+    (lambda c: c["wme"]["baselines"]["npo"].update(betta=0.1), "wme.baselines.npo.betta: unknown setting"),
+    (lambda c: c["wme"]["baselines"].update(tv={"objective": "ga", "lr": 1.0}),
+     "wme.baselines.tv: a baseline's name must be lower-case letters, digits and _, and not a reference or edit"),
+    (lambda c: c["wme"]["finetune_forget"].pop("lr"), "wme.finetune_forget.lr: required setting missing"),
+    (lambda c: (c.pop("wme"), c["tables"].append("wme_table8")),
+     "tables: wme_table8 is seeds/004's, whose runs the wme section configures; the config has none"),
     (lambda c: c["geffect"]["uwc"].update(max_drop=1.5), "geffect.uwc.max_drop: 1.5 is greater than the maximum of 1"),
     (lambda c: (c["geffect"]["uwc"].update(splits=["forget20"]), c["tables"].append("geffect_table2")),
      "geffect.uwc.splits[0]: forget20 is not one of geffect.splits (forget01, forget05, forget10)"),
@@ -234,6 +252,21 @@ def test_geffect_blocks_take_the_section_regularizer_and_their_split_overrides()
     config["geffect"]["po"]["regularizer"] = None  # an objective's own choice wins, none included
     assert check_config(config).geffect.blocks[("forget01", "po")]["regularizer"] is None
     assert (geffect.train.weight_decay, geffect.train.schedule, geffect.train.warmup_ratio) == (0.0, "linear", 0.2)
+
+
+def test_wme_runs_each_tables_rows_on_its_splits_references_first():
+    wme = check_config(load_config("config.yaml")).wme
+    assert wme.splits == ("forget01", "forget05", "forget10")
+    main = ("full", "gt", "ga", "gd", "npo", "npo_plus", "tv", "wme_grad", "wme_fisher")
+    assert wme.methods["forget01"] == main
+    # the sweep tables (7, 8) add their edits on wme.sweep_splits only
+    assert wme.methods["forget05"][:len(main)] == main and "tau0.25" in wme.methods["forget05"]
+    assert wme.baselines["npo_plus"] == ("npo", {"lr": 1.0e-3, "beta": 0.1,
+                                                 "regularizer": {"name": "gd", "weight": 1.0}})
+    config = load_config("config.yaml")
+    config["tables"] = ["wme_table8"]
+    config["wme"]["sweep_splits"] = []  # empty: those of wme.splits
+    assert set(check_config(config).wme.methods) == {"forget01", "forget05", "forget10"}
 
 
 def test_uwc_runs_are_each_tables_objective_block_with_its_fixed_and_swept_settings():

@@ -48,7 +48,8 @@ def test_each_split_gets_its_data_and_theta_r_and_every_run_its_probes(geffect):
     # forget10 is the experiment's own split: its data and θr are the experiment's
     assert {j for j in planned if j.startswith(("prepare_data_split", "finetune_split"))} == {
         "prepare_data_split[split=forget05]", "finetune_split[split=forget05]"}
-    assert (workdir / f"{G}/forget05/theta_r").is_dir() and not (workdir / f"{G}/forget10/theta_r").exists()
+    assert (workdir / "results/quick/splits/forget05/theta_r").is_dir()
+    assert not (workdir / "results/quick/splits/forget10/theta_r").exists()
     forget05 = (workdir / "results/data/minitofu-quick/splits/forget05/forget.jsonl").read_text().splitlines()
     forget10 = (workdir / "results/data/minitofu-quick/forget.jsonl").read_text().splitlines()
     assert len(forget10) == 2 * len(forget05) and set(forget05) < set(forget10)

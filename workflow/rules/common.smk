@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -29,8 +30,9 @@ from unloc.localizers import LOCALIZERS
 from unloc.objectives import OBJECTIVES
 from unloc.registry import ConfigError, to_dict
 from unloc.stages import STAGES, read_params
-from unloc.tables import BEFORE_UNLEARNING, GEFFECT_METRICS, ORIGINAL, TABLES, UWC
+from unloc.tables import BEFORE_UNLEARNING, GEFFECT_METRICS, ORIGINAL, TABLES, UWC, WME as WME_SCENARIO
 from unloc.uwc import sweep_metrics
+from unloc.wme import EDITS, REFERENCES, THETA_0, WME_METRICS
 from unloc.tables import GEFFECT as GEFFECT_SCENARIO
 
 try:
@@ -274,6 +276,8 @@ def table_inputs(w):
         return {"curves": GEFFECT_EVALS}
     if TABLES[w.table].scenario == UWC:
         return {"curves": UWC_CURVES[w.table]}
+    if TABLES[w.table].scenario == WME_SCENARIO:
+        return {"curves": wme_output_evals(TABLES[w.table])}
     return {"curves": CURVES, "sanity": SANITY}
 
 
@@ -290,6 +294,8 @@ def figure_inputs(w):
     runs = FIGURES[w.figure].runs
     if runs == GEFFECT_SCENARIO:
         return {"curves": GEFFECT_PROBES}
+    if runs == WME_SCENARIO:
+        return {"curves": wme_output_evals(FIGURES[w.figure])}
     return {"curves": FIGURE1_CURVES if runs == "own" else CURVES, "sanity": SANITY}
 
 
@@ -400,7 +406,7 @@ def split_data(split):
 
 def split_theta_r(split):
     """θr of a forget split: the experiment's own for data.forget_split."""
-    return f"{R}/theta_r" if split == config["data"]["forget_split"] else f"{R}/geffect/{split}/theta_r"
+    return f"{R}/theta_r" if split == config["data"]["forget_split"] else f"{R}/splits/{split}/theta_r"
 
 
 def geffect_model(w):
@@ -463,3 +469,89 @@ def uwc_mix_params(stage):
     mix = {**to_dict(EXPERIMENT.mix), "alphas": GE.uwc.alphas, "rs_items": "retain_perturbed",
            "metrics": list(sweep_metrics(GE.uwc))}
     return stage_params(stage, mix=mix, es_convention=EXPERIMENT.eval.es_convention, **qa_slice())
+
+
+# --------------------------------------------------------------------------- seeds/004 (WME)
+# Per forget split of wme.splits (and wme.sweep_splits) and run (seed of wme.seeds): θ_fgt, θp
+# fine-tuned on the forget set; the set-level gradients the edits read; each edit and baseline
+# the configured WME tables report; and every method's `unloc eval` against the split's θr:
+# results/{name}/wme/{split}/.
+
+WM = EXPERIMENT.wme
+WME = f"{R}/wme/{{split}}"
+THETA_FGT = f"{WME}/theta_fgt/s{{seed}}"
+WME_METHOD = f"{WME}/{{method}}/s{{seed}}"  # an edit's or a baseline's θu: {WME_METHOD}/theta_u
+WME_GRADIENTS = f"{WME}/gradients/{{key}}.safetensors"
+WME_EVAL_RUN = f"{WME}/eval/{{method}}/s{{seed}}"  # an edit or a baseline in one run
+WME_EVAL_REF = f"{WME}/eval/{{method}}"  # full, gt, and theta_r (θr without a reference: FQ's reference)
+WME_REFERENCE = f"{WME}/eval/theta_r/{EVAL_FILE}"
+WME_SPLITS = WM.splits if WM else ()
+WME_SEEDS = WM.settings.seeds if WM else ()
+WME_BASELINES = tuple(WM.baselines) if WM else ()
+
+
+def wme_evals(split, method):
+    """The TOFU_EVAL.json files of one method on a split: one per run, one for a reference."""
+    if method in REFERENCES:
+        return [f"{WME_EVAL_REF}/{EVAL_FILE}".format(split=split, method=method)]
+    return [f"{WME_EVAL_RUN}/{EVAL_FILE}".format(split=split, method=method, seed=s) for s in WME_SEEDS]
+
+
+def wme_output_evals(spec):
+    """Every evaluation a WME table or figure reads: its rows on its splits."""
+    return [f for s in WM.table_splits(spec) for m in spec.rows for f in wme_evals(s, m)]
+
+
+# every gradients file an edit reads: (split, key) -> (model, statistic, fraction, seed)
+WME_GRADIENT_FILES = {}
+for _split, _methods in (WM.methods.items() if WM else ()):
+    for _method in _methods:
+        for _seed in (WME_SEEDS if _method in EDITS else ()):
+            _key = EDITS[_method].gradients_key(_seed)
+            if _key is not None:
+                _edit = EDITS[_method]
+                WME_GRADIENT_FILES[(_split, _key)] = (_edit.at, _edit.statistic, _edit.sample_fraction, _seed)
+
+
+def wme_gradients(w):
+    """The gradients file an edit reads, if any."""
+    key = EDITS[w.method].gradients_key(int(w.seed))
+    return [] if key is None else [WME_GRADIENTS.format(split=w.split, key=key)]
+
+
+def wme_gradients_model(w):
+    at = WME_GRADIENT_FILES[(w.split, w.key)][0]
+    return f"{R}/theta_p" if at == THETA_0 else f"{R}/theta_full"
+
+
+def wme_gradients_params(w):
+    _, statistic, fraction, seed = WME_GRADIENT_FILES[(w.split, w.key)]
+    return stage_params("gradients", batch_size=WM.settings.gradients_batch_size, statistic=statistic,
+                        sample_fraction=fraction, seed=seed, **qa_slice())
+
+
+def wme_edit_params(w):
+    return stage_params("edit", weighting=EDITS[w.method].weighting_for(int(w.seed)))
+
+
+def wme_baseline_params(w):
+    """Only this baseline's block and the section's loop: changing wme.baselines.gd reruns GD alone."""
+    objective, block = WM.baselines[w.method]
+    return stage_params(
+        "unlearn_all", objective=objective, block=block, train=to_dict(WM.settings.train),
+        eval_batch_size=config["unlearn"]["eval_batch_size"], scenario=ORIGINAL, seed=int(w.seed), **qa_slice(),
+    )
+
+
+def wme_eval_model(w):
+    """The checkpoint an evaluation of seeds/004 scores."""
+    if w.method == "full":
+        return f"{R}/theta_full"
+    if w.method in ("gt", "theta_r"):
+        return split_theta_r(w.split)
+    return f"{WME_METHOD}/theta_u".format(split=w.split, method=w.method, seed=w.seed)
+
+
+WME_ARTIFACTS = [f for split, methods in (WM.methods.items() if WM else ()) for m in methods for f in wme_evals(split, m)]
+FINAL_ARTIFACTS += WME_ARTIFACTS
+DATA_SPLITS = sorted({*GEFFECT_SPLITS, *WME_SPLITS} - {config["data"]["forget_split"]})

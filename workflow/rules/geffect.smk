@@ -1,50 +1,10 @@
-# seeds/001 (G-effect): per forget split of geffect.splits, its dataset and θr, then from θfull one
-# full-parameter unlearning run per objective with its G-effect probes, each evaluated against the
-# split's θr for Table 1 (tables: [geffect_table1]). The experiment's own split reuses its data and θr.
+# seeds/001 (G-effect): per forget split of geffect.splits (its dataset and θr: splits.smk), from
+# θfull one full-parameter unlearning run per objective with its G-effect probes, each evaluated
+# against the split's θr for Table 1 (tables: [geffect_table1]).
 
 # without a geffect section the constraints match nothing, so these rules never run
 _SPLITS = "|".join(GEFFECT_SPLITS) or "(?!)"
 _OBJECTIVES = "|".join(GEFFECT_OBJECTIVES) or "(?!)"
-
-rule prepare_data_split:
-    """A forget split's dataset roles (every role but forget, retain and their perturbed sets as
-    the experiment's)."""
-    output:
-        expand(f"{DATA}/splits/{{{{split}}}}/{{role}}.jsonl", role=ROLES),
-    wildcard_constraints:
-        split=_SPLITS,
-    params:
-        p=lambda w: stage_params("prepare_data", data={**config["data"], "forget_split": w.split}),
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/geffect/prepare_data_{{split}}.log",
-    shell:
-        command("prepare_data", f"--out {DATA}/splits/{{wildcards.split}}", threads=False)
-
-rule finetune_split:
-    """θr of a forget split: θp fine-tuned on that split's retain set."""
-    input:
-        theta_p=f"{R}/theta_p",
-        data=lambda w: expand(f"{split_data(w.split)}/{{role}}.jsonl", role=ROLES),
-    output:
-        model=directory(f"{R}/geffect/{{split}}/theta_r"),
-        log=f"{R}/geffect/{{split}}/train_logs/finetune_r.csv",
-    wildcard_constraints:
-        split=_SPLITS,
-    params:
-        p=finetune_params_of("r"),
-        data=lambda w: split_data(w.split),
-    threads: threads_of("finetune")
-    resources:
-        **resources_of("finetune"),
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/geffect/finetune_r_{{split}}.log",
-    shell:
-        command("finetune", "--model {input.theta_p} --split retain --out {output.model} --log {output.log}",
-                data="{params.data}")
 
 rule unlearn_all:
     """θu of seeds/001: θfull unlearned with one objective (and the section's regularizer) on every
