@@ -347,7 +347,7 @@ assert all(m in EDITS for m in SAMPLE_ROWS if m != "tv") and "tv" in EDITS
 @FIGURES.register("wme_samples", runs=WME, rows=SAMPLE_ROWS, title="WME: sample efficiency",
                   draw=lambda evals, model: _wme_metric_lines(
                       evals, model, {f"WME-{w}": _fraction_series(w) for w in ("grad", "fisher")},
-                      "share of the samples g_f, g_r are taken on (0: TV)",
+                      "share of the samples (0: TV)",
                       "residuals against the gradients of every sample", reference="all"))
 def wme_samples(ax, curves) -> None:
     """seeds/004 Figs. 8 and 13: each metric minus its value with every sample, against the share of

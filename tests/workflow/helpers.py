@@ -88,6 +88,19 @@ def fresh_workdir(tmp: Path, config: dict) -> Path:
     return tmp
 
 
+def build_targets(tmp: Path, config: dict, *targets: str) -> tuple[Path, dict, set[str]]:
+    """A fresh workdir of ``config`` with ``targets`` built: (workdir, config, the jobs planned)."""
+    workdir = fresh_workdir(tmp, config)
+    planned = planned_jobs(workdir, *targets)
+    snakemake(workdir, "--cores", "2", *targets)
+    return workdir, config, planned
+
+
+def rules_of(jobs: set[str]) -> set[str]:
+    """The rules of ``planned_jobs``' jobs."""
+    return {job.partition("[")[0] for job in jobs}
+
+
 # --------------------------------------------------------------------------- interrupted builds
 
 # Timing-independent parts of the outputs: figures' PDFs carry a creation date, logs and

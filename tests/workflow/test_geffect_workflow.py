@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from helpers import fresh_workdir, load_config, planned_jobs, snakemake, write_config
+from helpers import build_targets, load_config, planned_jobs, rules_of, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -18,10 +18,6 @@ SPLITS = ("forget05", "forget10")  # quick's 20 authors: forget05 is one author,
 OBJECTIVES = ("ga", "npo")
 UWC_TABLES = ("geffect_table3", "geffect_table10")  # NPO's β; RMU's c at the deep third
 TARGETS = ("geffect_table1", "geffect_probes", *UWC_TABLES)  # `all` would build seeds/000's Section 4 as well
-
-
-def rules_of(jobs: set[str]) -> set[str]:
-    return {job.partition("[")[0] for job in jobs}
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +29,7 @@ def geffect(tmp_path_factory):
                          "probe_every": 2, "ga": {"lr": 3e-3}, "npo": {"lr": 3e-3, "beta": 0.5},
                          "uwc": {"splits": ["forget05"], "alphas": 3, "measure": "es_retain", "max_drop": 0.1,
                                  "values": {"geffect_table3": [0.5, 2.0], "geffect_table10": [4.0]}}}
-    workdir = fresh_workdir(tmp_path_factory.mktemp("geffect") / "work", config)
-    planned = planned_jobs(workdir, *TARGETS)
-    snakemake(workdir, "--cores", "2", *TARGETS)
-    return workdir, config, planned
+    return build_targets(tmp_path_factory.mktemp("geffect") / "work", config, *TARGETS)
 
 
 def test_each_split_gets_its_data_and_theta_r_and_every_run_its_probes(geffect):

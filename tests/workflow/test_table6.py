@@ -7,7 +7,7 @@ import copy
 import pandas as pd
 import pytest
 
-from helpers import fresh_workdir, load_config, planned_jobs, snakemake, write_config
+from helpers import build_targets, load_config, planned_jobs, rules_of, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +19,7 @@ SEEDS = (7, 19)
 def table6(tmp_path_factory):
     config = load_config()
     config["tables"] = [*config["tables"], "table6"]
-    workdir = fresh_workdir(tmp_path_factory.mktemp("table6") / "work", config)
-    planned = planned_jobs(workdir, "table6")
-    snakemake(workdir, "--cores", "2", "table6")
-    return workdir, config, planned
-
-
-def rules_of(jobs: set[str]) -> set[str]:
-    return {job.partition("[")[0] for job in jobs}
+    return build_targets(tmp_path_factory.mktemp("table6") / "work", config, "table6")
 
 
 def test_table6_builds_its_own_experiment_and_nothing_of_the_main_one(table6):

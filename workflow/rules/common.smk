@@ -498,8 +498,9 @@ def wme_evals(split, method):
 
 
 def wme_output_evals(spec):
-    """Every evaluation a WME table or figure reads: its rows on its splits."""
-    return [f for s in WM.table_splits(spec) for m in spec.rows for f in wme_evals(s, m)]
+    """Every evaluation a WME table or figure reads: its rows on its splits (but the baselines
+    the config does not run)."""
+    return [f for s in WM.table_splits(spec) for m in spec.rows if m in WM.methods[s] for f in wme_evals(s, m)]
 
 
 # every gradients file an edit reads: (split, key) -> (model, statistic, fraction, seed)
@@ -510,7 +511,9 @@ for _split, _methods in (WM.methods.items() if WM else ()):
             _key = EDITS[_method].gradients_key(_seed)
             if _key is not None:
                 _edit = EDITS[_method]
-                WME_GRADIENT_FILES[(_split, _key)] = (_edit.at, _edit.statistic, _edit.sample_fraction, _seed)
+                # the whole data draw no sample: their file is the runs' own, whatever the seeds
+                _sample_seed = _seed if _edit.sample_fraction < 1 else 0
+                WME_GRADIENT_FILES[(_split, _key)] = (_edit.at, _edit.statistic, _edit.sample_fraction, _sample_seed)
 
 
 def wme_gradients(w):
