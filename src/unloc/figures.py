@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec, setting  # noqa: E402
 from unloc.tables import GEFFECT, WME, WME_AVERAGE, WME_MAIN_ROWS, injection_verdict, objective_label, read_curves  # noqa: E402,I001
-from unloc.wme import EDITS, SAMPLE_FRACTIONS, read_wme_evals, summarise  # noqa: E402
+from unloc.wme import EDITS, SAMPLE_FRACTIONS, WME_METRICS, read_wme_evals, summarise  # noqa: E402
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
@@ -255,14 +255,16 @@ def _wme_scatter(evals, model: str, x: str, y: str, labels: tuple[str, str], tit
     return fig
 
 
-@FIGURES.register("wme_mu_fq", runs=WME, rows=WME_MAIN_ROWS, split=WME_AVERAGE, title="WME: MU vs FQ",
+@FIGURES.register("wme_mu_fq", runs=WME, needs=WME_METRICS, rows=WME_MAIN_ROWS, split=WME_AVERAGE,
+                  title="WME: MU vs FQ",
                   draw=lambda evals, model: _wme_scatter(evals, model, "fq_log10", "mu", ("log10 FQ ↑", "MU ↑"),
                                                          "MU vs FQ per method, mean ± std over the runs"))
 def wme_mu_fq(ax, curves) -> None:
     """seeds/004 Fig. 4: MU against log10 FQ per method and forget split, with error bars."""
 
 
-@FIGURES.register("wme_es", runs=WME, rows=WME_MAIN_ROWS, split=WME_AVERAGE, title="WME: ES(D_f) vs ES(D_r)",
+@FIGURES.register("wme_es", runs=WME, needs=WME_METRICS, rows=WME_MAIN_ROWS, split=WME_AVERAGE,
+                  title="WME: ES(D_f) vs ES(D_r)",
                   draw=lambda evals, model: _wme_scatter(evals, model, "es_forget", "es_retain",
                                                          ("ES(D_f) ↓", "ES(D_r) ↑"),
                                                          "ES on the forget vs the retain set, mean ± std"))
@@ -293,8 +295,8 @@ def draw_wme_rouge(evals, model: str):
     return fig
 
 
-@FIGURES.register("wme_rouge", runs=WME, rows=("gt", "tv", "wme_grad", "wme_fisher"), split=WME_AVERAGE,
-                  title="WME: four-way ROUGE", draw=draw_wme_rouge)
+@FIGURES.register("wme_rouge", runs=WME, needs=WME_METRICS, rows=("gt", "tv", "wme_grad", "wme_fisher"),
+                  split=WME_AVERAGE, title="WME: four-way ROUGE", draw=draw_wme_rouge)
 def wme_rouge(ax, curves) -> None:
     """seeds/004 Fig. 5: ROUGE on forget, retain, real authors and world facts per edit."""
 
@@ -327,7 +329,7 @@ def _wme_metric_lines(evals, model: str, series: dict[str, tuple[tuple[float, st
     return fig
 
 
-@FIGURES.register("wme_tau", runs=WME, rows=TAU_ROWS, title="WME: the τ sweep",
+@FIGURES.register("wme_tau", runs=WME, needs=WME_METRICS, rows=TAU_ROWS, title="WME: the τ sweep",
                   draw=lambda evals, model: _wme_metric_lines(
                       evals, model, {"τ": tuple(zip((0, 0.25, 0.5, 1, 2, 4, 8), TAU_ROWS))}, "τ",
                       "metrics against τ, mean ± std over the runs"))
@@ -344,7 +346,7 @@ SAMPLE_ROWS = tuple(dict.fromkeys(m for w in ("grad", "fisher") for _, m in _fra
 assert all(m in EDITS for m in SAMPLE_ROWS if m != "tv") and "tv" in EDITS
 
 
-@FIGURES.register("wme_samples", runs=WME, rows=SAMPLE_ROWS, title="WME: sample efficiency",
+@FIGURES.register("wme_samples", runs=WME, needs=WME_METRICS, rows=SAMPLE_ROWS, title="WME: sample efficiency",
                   draw=lambda evals, model: _wme_metric_lines(
                       evals, model, {f"WME-{w}": _fraction_series(w) for w in ("grad", "fisher")},
                       "share of the samples (0: TV)",

@@ -32,7 +32,7 @@ from unloc.registry import Registry, Spec, parse_settings
 from unloc.sanity import Verdict, read_verdict
 from unloc.stats import StatsSettings
 from unloc.uwc import UwcSettings, select
-from unloc.wme import EDITS, REFERENCES, VALUE_COLUMNS, method_label, read_wme_evals, summarise, wme_rows
+from unloc.wme import EDITS, REFERENCES, VALUE_COLUMNS, WME_METRICS, method_label, read_wme_evals, summarise, wme_rows
 
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
@@ -656,7 +656,7 @@ def _register_wme(name: str, title: str, rows: tuple[str, ...], split: str | Non
         frame.insert(0, "model", model)
         return frame[WME_TABLE_COLUMNS]
 
-    TABLES.register(name, scenario=WME, rows=rows, split=split, title=title,
+    TABLES.register(name, scenario=WME, needs=WME_METRICS, rows=rows, split=split, title=title,
                     markdown=lambda t, s: wme_markdown(t, TABLES[name]), help=f"{title}: seeds/004")(table)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from unloc import io
+from unloc.figures import FIGURES, plot_figure
 from unloc.tables import TABLES, WME, write_table
 from unloc.wme import BASELINE_LABELS, EDITS, REFERENCES, WME_METRICS, read_wme_evals, summarise
 
@@ -112,3 +113,20 @@ def test_a_baseline_the_config_does_not_run_is_left_out_and_named(tmp_path):
     assert "Not run (wme.baselines has none): GA, GD, NPO." in md.read_text()
     with pytest.raises(io.ArtifactError, match="no evaluation of wme_grad on forget01"):  # an edit is never optional
         write_table("wme_table2", {}, [p for p in paths if "/wme_grad/" not in p], "tiny", csv, md)
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in FIGURES.specs() if spec.runs == WME])
+def test_every_wme_figure_is_drawn_from_evaluations_and_refuses_a_curve(tmp_path, name):
+    paths = []
+    for split in ("forget05", "forget10"):
+        for i, method in enumerate(FIGURES[name].rows):
+            runs = {None: (0.5, 0.5, 0.9, 0.9)} if method in REFERENCES else \
+                {s: (10.0 ** -(i + s), 0.05 * i, 0.3, 0.6 + 0.01 * s) for s in (0, 1)}
+            paths += evals(tmp_path / split, split, method, runs)
+    plot_figure(name, paths, "tiny", tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    curve = tmp_path / "curve.csv"
+    curve.write_text("alpha,fs\n0,1\n")
+    with pytest.raises(io.ArtifactError, match="expected a WME evaluation"):
+        plot_figure(name, [str(curve)], "tiny", tmp_path / "x.png", tmp_path / "x.pdf")
