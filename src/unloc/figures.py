@@ -24,7 +24,16 @@ import pandas as pd  # noqa: E402
 from unloc import io  # noqa: E402
 from unloc.registry import Registry, Spec, setting  # noqa: E402
 from unloc.tables import GEFFECT, WME, WME_AVERAGE, WME_MAIN_ROWS, injection_verdict, objective_label, read_curves  # noqa: E402,I001
-from unloc.wme import EDITS, SAMPLE_FRACTIONS, WME_METRICS, read_wme_evals, summarise  # noqa: E402
+from unloc.wme import (  # noqa: E402
+    EDITS,
+    FOPRT_LEVELS,
+    FOPRT_ROWS,
+    FOPRT_SERIES,
+    SAMPLE_FRACTIONS,
+    WME_METRICS,
+    read_wme_evals,
+    summarise,
+)
 
 COLORS = {"oracle": "tab:red", "random": "tab:blue"}
 
@@ -335,6 +344,41 @@ def _wme_metric_lines(evals, model: str, series: dict[str, tuple[tuple[float, st
                       "metrics against τ, mean ± std over the runs"))
 def wme_tau(ax, curves) -> None:
     """seeds/004 Fig. 7: FQ, MU, ES(D_f) and ES(D_r) against τ, per forget split of wme.sweep_splits."""
+
+
+def draw_wme_foprt(evals, model: str):
+    """seeds/004 Fig. 6: one row of panels per forget split, one panel per metric; Weighted and
+    Pruning against their hyper-parameter, the choices without one (and GT) as mean ± std bands."""
+    splits = list(dict.fromkeys(e.split for e in evals))
+    fig, axes = plt.subplots(len(splits), len(WME_CURVE_METRICS), figsize=(3.4 * len(WME_CURVE_METRICS),
+                                                                         3.0 * len(splits)), squeeze=False)
+    for row_axes, split in zip(axes, splits):
+        levels = summarise(evals, ("gt", *FOPRT_LEVELS), (split,))
+        for ax, (column, label) in zip(row_axes, WME_CURVE_METRICS):
+            for i, (name, points) in enumerate(FOPRT_SERIES.items()):
+                rows = summarise(evals, tuple(m for _, m in points), (split,))
+                ax.errorbar([x for x, _ in points], [r[f"{column}_mean"] for r in rows],
+                            yerr=[r[f"{column}_std"] for r in rows], fmt="-o", ms=3, capsize=2, color=f"C{i}",
+                            label=name)
+            for i, row in enumerate(levels):
+                mean, std = row[f"{column}_mean"], row[f"{column}_std"]
+                style = {"color": "black", "ls": ":"} if i == 0 else {"color": f"C{i + len(FOPRT_SERIES)}", "ls": "--"}
+                ax.axhline(mean, lw=1, label=row["method"], **style)
+                ax.axhspan(mean - std, mean + std, alpha=0.15, color=style["color"], lw=0)
+            ax.set_title(f"{label}, {split}", fontsize=9)
+            ax.set_xlabel("ω, or λ/100 (0 and 1: TV or Full)", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{model}: choices of f_oprt against their hyper-parameter, mean ± std over the runs "
+                 "(seeds/004)", fontsize=10)
+    return fig
+
+
+@FIGURES.register("wme_foprt", runs=WME, needs=WME_METRICS, rows=FOPRT_ROWS, title="WME: choices of f_oprt",
+                  draw=draw_wme_foprt)
+def wme_foprt(ax, curves) -> None:
+    """seeds/004 Fig. 6: FQ, MU, ES(D_f) and ES(D_r) against Weighted's ω and Pruning's λ, with
+    Random, SoftMax, WME-grad, WME-fisher and GT as bands, per forget split of wme.sweep_splits."""
 
 
 def _fraction_series(weighting: str) -> tuple[tuple[float, str], ...]:

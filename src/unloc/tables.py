@@ -32,7 +32,17 @@ from unloc.registry import Registry, Spec, parse_settings
 from unloc.sanity import Verdict, read_verdict
 from unloc.stats import StatsSettings
 from unloc.uwc import UwcSettings, select
-from unloc.wme import EDITS, REFERENCES, VALUE_COLUMNS, WME_METRICS, method_label, read_wme_evals, summarise, wme_rows
+from unloc.wme import (
+    EDITS,
+    FOPRT_ROWS,
+    REFERENCES,
+    VALUE_COLUMNS,
+    WME_METRICS,
+    method_label,
+    read_wme_evals,
+    summarise,
+    wme_rows,
+)
 
 logger = logging.getLogger("unloc")
 INJECTED = "injected"  # the scenario of curves that start from θo (seeds/000 Section 4)
@@ -666,5 +676,7 @@ for _number, _split in ((2, "forget01"), (3, "forget05"), (4, "forget10")):
 _register_wme("wme_table7", "Table 7 (seeds/004): choices of f_oprt",
               ("full", "gt", "random", "weighted", "pruning", "wme_grad_full", "wme_fisher_full", "wme_grad",
                "wme_fisher", "softmax"), None)
+_register_wme("wme_fig6", "Fig. 6 (seeds/004): Weighted's ω and Pruning's λ beside the other f_oprt", FOPRT_ROWS,
+              None)
 _register_wme("wme_table8", "Table 8 (seeds/004): the τ sweep",
               ("full", "gt", "tau0", "tau0.25", "tau0.5", "wme_grad", "wme_fisher", "tau4", "tau8"), None)

@@ -78,15 +78,30 @@ def _edit(label: str, name: str, at: str = THETA_0, fraction: float = 1.0, **set
 
 TAUS = (0.0, 0.25, 0.5, 4.0)  # Table 8's τ besides 1 (WME-grad), 2 (WME-fisher) and 8 (below)
 SAMPLE_FRACTIONS = (0.2, 0.4, 0.8)  # Fig. 8
+# Fig. 6's grids, which the paper does not print. Table 7's points (ω = 0.5, λ = 0.5%) are among
+# them; the ends need no edit of their own: ω = 0 and λ = 100% give θfull, ω = 1 and λ = 0 TV.
+OMEGAS = (0.25, 0.5, 0.75)
+PRUNING_PERCENTS = (0.5, 10.0, 50.0, 90.0)
+
+
+def weighted_method(omega: float) -> str:
+    """The edit of Weighted at ω (Table 7's ω = 0.5 is ``weighted``)."""
+    return "weighted" if omega == 0.5 else f"weighted_w{omega:g}"
+
+
+def pruning_method(percent: float) -> str:
+    """The edit of Pruning at λ% (Table 7's λ = 0.5 is ``pruning``)."""
+    return "pruning" if percent == 0.5 else f"pruning_l{percent:g}"
+
 
 EDITS: dict[str, EditMethod] = {
     "tv": _edit("TV", "tv"),
     "wme_grad": _edit("WME-grad", "grad"),
     "wme_fisher": _edit("WME-fisher", "fisher"),
-    # Table 7: the choices of f_oprt (ω and λ as printed there)
+    # Table 7: the choices of f_oprt (ω = 0.5 and λ = 0.5 as printed there); Fig. 6: their grids
     "random": _edit("Random ω", "random"),
-    "weighted": _edit("Weighted ω = 0.5", "weighted", omega=0.5),
-    "pruning": _edit("Pruning λ = 0.5", "pruning", percent=0.5),
+    **{weighted_method(w): _edit(f"Weighted ω = {w:g}", "weighted", omega=w) for w in OMEGAS},
+    **{pruning_method(p): _edit(f"Pruning λ = {p:g}", "pruning", percent=p) for p in PRUNING_PERCENTS},
     "wme_grad_full": _edit("WME-grad(θ_full)", "grad", THETA_FULL),
     "wme_fisher_full": _edit("WME-fisher(θ_full)", "fisher", THETA_FULL),
     "softmax": _edit("WME+SoftMax", "softmax"),
@@ -97,6 +112,14 @@ EDITS: dict[str, EditMethod] = {
        for w in ("grad", "fisher") for f in SAMPLE_FRACTIONS},
 }
 """Every edit a WME table or figure reads, by method name."""
+
+FOPRT_SERIES = {  # Fig. 6: x (the hyper-parameter on [0, 1]) and the method there, ends included
+    "Weighted, ω": ((0.0, "full"), *((w, weighted_method(w)) for w in OMEGAS), (1.0, "tv")),
+    "Pruning, λ/100": ((0.0, "tv"), *((p / 100, pruning_method(p)) for p in PRUNING_PERCENTS), (1.0, "full")),
+}
+FOPRT_LEVELS = ("random", "softmax", "wme_grad", "wme_fisher")  # Fig. 6's choices without a hyper-parameter
+FOPRT_ROWS = ("full", "gt", *dict.fromkeys(m for points in FOPRT_SERIES.values() for _, m in points
+                                            if m != "full"), *FOPRT_LEVELS)
 
 BASELINE_LABELS = {"ga": "GA", "gd": "GD", "npo": "NPO", "npo_plus": "NPO+"}
 """The paper's labels of its training baselines (App. A.3); another baseline is labelled by its name."""

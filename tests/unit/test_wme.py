@@ -6,11 +6,21 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from unloc import io
 from unloc.figures import FIGURES, plot_figure
 from unloc.tables import TABLES, WME, write_table
-from unloc.wme import BASELINE_LABELS, EDITS, REFERENCES, WME_METRICS, read_wme_evals, summarise
+from unloc.weightings import WEIGHTINGS, PruningSettings, WeightedSettings
+from unloc.wme import (
+    BASELINE_LABELS,
+    EDITS,
+    FOPRT_SERIES,
+    REFERENCES,
+    WME_METRICS,
+    read_wme_evals,
+    summarise,
+)
 
 
 def test_an_edit_reads_the_gradients_of_its_weighting_point_and_share():
@@ -22,6 +32,23 @@ def test_an_edit_reads_the_gradients_of_its_weighting_point_and_share():
     assert EDITS["wme_grad_f0.2"].gradients_key(1) == "theta_0-mean_gradient-f0.2-s1"
     assert EDITS["tau0.25"].weighting_for(3) == {"name": "tau", "tau": 0.25}
     assert EDITS["random"].weighting_for(3) == {"name": "random", "seed": 3}
+
+
+def test_fig6_grids_pass_through_table7s_points_and_end_at_the_edits_they_equal():
+    weighted, pruning = FOPRT_SERIES["Weighted, ω"], FOPRT_SERIES["Pruning, λ/100"]
+    assert (0.5, "weighted") in weighted and (0.005, "pruning") in pruning
+    for x, method in weighted[1:-1]:
+        assert EDITS[method].block == {"name": "weighted", "omega": x}
+    for x, method in pruning[1:-1]:
+        assert EDITS[method].block == {"name": "pruning", "percent": pytest.approx(100 * x)}
+    # the ends are θfull (W = 0) and TV (W = 1), which the weightings give at those values
+    tv = {"a": torch.tensor([0.5, -1.0, 2.0])}
+    weigh = {"weighted": lambda x: WEIGHTINGS["weighted"].fn(WeightedSettings(omega=x), tv, None, None),
+             "pruning": lambda x: WEIGHTINGS["pruning"].fn(PruningSettings(percent=100 * x), tv, None, None)}
+    for name, points in (("weighted", weighted), ("pruning", pruning)):
+        for x, method in (points[0], points[-1]):
+            expected = 0.0 if method == "full" else 1.0
+            assert method in ("full", "tv") and torch.equal(weigh[name](x)["a"], torch.full((3,), expected))
 
 
 @pytest.mark.parametrize("name", [n for n in TABLES.names() if TABLES[n].scenario == WME])
