@@ -218,6 +218,29 @@ def attach_masked(model, granularity: str, indices: dict[int, torch.Tensor]) -> 
     return params
 
 
+def attention_projections(model) -> list[nn.Parameter]:
+    """The weights (and biases) of every linear of each layer's self-attention: q, k, v and o
+    (norms inside the attention, such as OLMo2's q_norm and k_norm, are not projections)."""
+    return [p for layer in decoder_layers(model) for module in layer.self_attn.modules()
+            if isinstance(module, nn.Linear) for p in module.parameters()]
+
+
+def attach_attention_and_down_proj(model, mask=None) -> list[nn.Parameter]:
+    """Freeze ``model`` but its attention projections and its down projections (seeds/003's
+    trainable modules); with ``mask`` (masks.Mask) only the down_proj entries it selects, as
+    ``attach_masked``, whose ``detach_masked`` writes them back."""
+    if mask is None:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        down = [p for layer in decoder_layers(model) for p in layer.mlp.down_proj.parameters()]
+    else:
+        down = attach_masked(model, mask.granularity, mask.indices())
+    params = [*attention_projections(model), *down]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 @torch.no_grad()
 def detach_masked(model) -> None:
     """Write trained entries back and restore the plain ``nn.Linear`` down projections."""

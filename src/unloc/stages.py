@@ -41,7 +41,7 @@ from unloc.localizers import LOCALIZERS, LocalizerInputs
 from unloc.localizers import localize as run_localizer
 from unloc.masks import load_mask, save_mask
 from unloc.metrics.es import per_example_es
-from unloc.models import build_tiny_llama, train_tokenizer
+from unloc.models import attach_attention_and_down_proj, build_tiny_llama, detach_masked, train_tokenizer
 from unloc.objectives import (
     OBJECTIVES,
     REGULARIZERS,
@@ -528,11 +528,38 @@ unlearning): ``unlearn_all`` leaves them out of its retain batches and probes e_
 
 
 @dataclass(frozen=True, kw_only=True)
-class UnlearnAllParams(UnlearnParams):
-    probe_every: int | None = setting(None, "log the G-effect probes (geffect.py) before the first step and every "
-                                            "N steps after; null: no probes", minimum=1)
+class WholeModelUnlearnParams(UnlearnParams):
+    """A run that writes the whole model, not a delta on a mask (seeds/001, 003 and 004)."""
+
     hold_out_retain: bool = setting(True, f"leave the {HELD_OUT_RETAIN} items (where ES on retain is measured) out "
                                           "of the retain batches")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnlearnAllParams(WholeModelUnlearnParams):
+    probe_every: int | None = setting(None, "log the G-effect probes (geffect.py) before the first step and every "
+                                            "N steps after; null: no probes", minimum=1)
+
+
+def _whole_model_unlearning(name: str, params: WholeModelUnlearnParams, start, data, device):
+    """The start model, its tokenizer, the held-out retain records and the run of a whole-model
+    stage; the objective is checked before any file is read."""
+    objective = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
+    if objective.target:
+        raise ConfigError(f"{name}: {params.objective} matches a target model's activations, which only the "
+                          "masked unlearn stage supports")
+    model, tokenizer = load_checkpoint(start)
+    held_out_records = load_role(data, HELD_OUT_RETAIN)
+    held_out = frozenset(r["question"] for r in held_out_records) if params.hold_out_retain else frozenset()
+    return model, tokenizer, held_out_records, prepare_unlearning(params, model, tokenizer, data, device,
+                                                                  held_out=held_out)
+
+
+def _save_whole_model(name: str, params: WholeModelUnlearnParams, model, tokenizer, start, out, **extra) -> None:
+    model.eval()
+    _save_all_parameters(model, tokenizer, out, _provenance(
+        name, params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective,
+        scenario=params.scenario, seed=params.seed, **extra), launch=None)
 
 
 @stage("unlearn_all", settings=UnlearnAllParams, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
@@ -541,17 +568,10 @@ class UnlearnAllParams(UnlearnParams):
 def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, device="cpu") -> None:
     """θu of seeds/001: unlearn the forget set with one objective (plus its regularizer) on every
     parameter, optionally probing the G-effects as it trains; writes the whole model."""
-    objective = parse_objective(params.objective, params.block, f"unlearn.{params.objective}")
-    if objective.target:
-        raise ConfigError(f"unlearn_all: {params.objective} matches a target model's activations, which only the "
-                          "masked unlearn stage supports")
     if (probe is None) != (params.probe_every is None):
         raise ConfigError("unlearn_all: --probe and probe_every go together: give both or neither")
     start = model
-    model, tokenizer = load_checkpoint(start)
-    held_out_records = load_role(data, HELD_OUT_RETAIN)
-    held_out = frozenset(r["question"] for r in held_out_records) if params.hold_out_retain else frozenset()
-    run = prepare_unlearning(params, model, tokenizer, data, device, held_out=held_out)
+    model, tokenizer, held_out_records, run = _whole_model_unlearning("unlearn_all", params, start, data, device)
     model.to(device).train()
     prober = None
     if params.probe_every is not None:
@@ -560,11 +580,28 @@ def unlearn_all(params: UnlearnAllParams, model, data, out, log, probe=None, dev
     train(list(model.parameters()), run.loss_fn, run.batcher, run.train, seed=params.seed,
           precision=params.precision, device=device, log_path=log, desc=f"unlearn_all[{params.objective}]",
           on_step=prober, model=model)
-    model.eval()
-    _save_all_parameters(model, tokenizer, out, _provenance(
-        "unlearn_all", params, parent=str(start), parent_hash=io.artifact_hash(start), objective=params.objective,
-        scenario=params.scenario, seed=params.seed),
-        launch=None)
+    _save_whole_model("unlearn_all", params, model, tokenizer, start, out)
+
+
+@stage("unlearn_modules", settings=WholeModelUnlearnParams, runs_model=True, variants=(OBJECTIVES, REGULARIZERS),
+       workflow=False,
+       args=(MODEL, DATA, Arg(name="out", help="output HF model directory"), LOG,
+             Arg(name="mask", help="a mask of the down projections (SIMU's critical rows): only its entries of "
+                                   "down_proj train; without it, every entry does", required=False)))
+def unlearn_modules(params: WholeModelUnlearnParams, model, data, out, log, mask=None, device="cpu") -> None:
+    """θu of seeds/003: unlearn the forget set on every attention projection and each down
+    projection (FO- and SO-GradDiff), or on the attention projections and the down_proj entries
+    of a mask (SIMU-GradDiff); every other parameter stays bit-identical. Writes the whole model."""
+    start, mask_path = model, mask
+    model, tokenizer, _, run = _whole_model_unlearning("unlearn_modules", params, start, data, device)
+    mask = load_mask(mask_path, model) if mask_path is not None else None
+    model.to(device).train()
+    trainable = attach_attention_and_down_proj(model, mask)
+    train(trainable, run.loss_fn, run.batcher, run.train, seed=params.seed, precision=params.precision,
+          device=device, log_path=log, desc=f"unlearn_modules[{params.objective}]", model=model)
+    detach_masked(model)
+    masked = {} if mask is None else {"mask": str(mask_path), "localizer": mask.metadata.get("method", "?")}
+    _save_whole_model("unlearn_modules", params, model, tokenizer, start, out, **masked)
 
 
 def _g_effect_prober(params: UnlearnAllParams, run: Unlearning, model, tokenizer, retain_records, path,

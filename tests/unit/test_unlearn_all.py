@@ -12,6 +12,7 @@ from unloc import io, stages
 from unloc.checkpoints import load_checkpoint
 from unloc.data import load_role
 from unloc.geffect import COLUMNS
+from unloc.masks import Mask, save_mask
 from unloc.registry import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -132,3 +133,57 @@ def test_mix_all_refuses_a_theta_u_whose_parent_changed(built, tmp_path):
     with pytest.raises(io.ArtifactError, match="changed since unlearning started"):
         stages.mix_all(MIX, tmp_path / "theta_u", built / "data", tmp_path / "curve.csv")
     assert not (tmp_path / "curve.csv").exists()
+
+
+# --------------------------------------------------------------------------- seeds/003's trainable modules
+
+# SIMU's GradDiff (App. B Table 4: λ = 2 on the retain term) with Sophia and decoupled weight decay
+UNLEARN_MODULES = {**UNLEARN_ALL, "objective": "ga",
+                   "block": {"lr": 1e-3, "regularizer": {"name": "gd", "weight": 2.0}},
+                   "train": {**UNLEARN_ALL["train"], "weight_decay": 0.1, "optimizer": "sophia"}}
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def run_modules(built, out, mask=None, **params):
+    stages.unlearn_modules({**UNLEARN_MODULES, **params}, built / "theta_full", built / "data", out / "theta_u",
+                           out / "log.csv", mask)
+    return load_checkpoint(out / "theta_u")[0].state_dict()
+
+
+def test_fo_and_so_train_every_attention_projection_and_down_proj_and_nothing_else(built, tmp_path):
+    before = load_checkpoint(built / "theta_full")[0].state_dict()
+    for name, optimizer in (("fo", "adamw"), ("so", "sophia")):
+        after = run_modules(built, tmp_path / name, train={**UNLEARN_MODULES["train"], "optimizer": optimizer})
+        for key in before:
+            trained = key.endswith(".mlp.down_proj.weight") or any(f".self_attn.{p}." in key for p in ATTENTION)
+            assert torch.equal(before[key], after[key]) != trained, (name, key)
+
+
+def test_simu_trains_the_attention_projections_and_only_the_masks_down_proj_rows(built, tmp_path):
+    model = load_checkpoint(built / "theta_full")[0]
+    before = model.state_dict()
+    n_layers, d_model = len(model.model.layers), model.config.hidden_size
+    rows = {layer: torch.zeros(d_model, dtype=torch.bool) for layer in range(n_layers)}
+    rows[0][[1, 5]] = True
+    rows[2][0] = True  # layer 1 has no critical neuron: its down_proj stays whole
+    save_mask(tmp_path / "mask.safetensors", Mask(rows, "rows", {"method": "simu"}))
+    after = run_modules(built, tmp_path / "simu", tmp_path / "mask.safetensors")
+    for key in before:
+        if any(f".self_attn.{p}." in key for p in ATTENTION):
+            assert not torch.equal(before[key], after[key]), key
+        elif key.endswith(".mlp.down_proj.weight"):
+            selected = rows[int(key.split(".")[2])]
+            assert torch.equal(before[key][~selected], after[key][~selected]), key
+            assert (before[key][selected] != after[key][selected]).all(dim=1).all(), key
+        else:
+            assert torch.equal(before[key], after[key]), key
+    meta = io.artifact_metadata(tmp_path / "simu" / "theta_u")
+    assert meta["stage"] == "unlearn_modules" and meta["localizer"] == "simu"
+
+
+def test_a_mask_that_does_not_fit_the_model_is_refused_before_training(built, tmp_path):
+    wrong = {layer: torch.ones(7, dtype=torch.bool) for layer in range(3)}
+    save_mask(tmp_path / "mask.safetensors", Mask(wrong, "rows"))
+    with pytest.raises(io.ArtifactError, match="does not fit"):
+        run_modules(built, tmp_path / "simu", tmp_path / "mask.safetensors")
+    assert not (tmp_path / "simu").exists()
