@@ -1,6 +1,6 @@
 """A job killed with SIGKILL mid-run, with the scheduler surviving or killed too: a plain rerun
-(after `--unlock` where Snakemake itself died) completes the experiment, bit-identical to an
-uninterrupted build.
+(no --unlock where Snakemake itself died: its stale locks are released, unloc.locks) completes the
+experiment, bit-identical to an uninterrupted build.
 
 Each case starts from a copy of the uninterrupted quick build with the outputs of the killed stage
 and of everything after it removed, so the interrupted run redoes them, and kills the stage while

@@ -35,6 +35,7 @@ def check_slurm_environment():
 
 
 # A workflow has one `onstart` handler (a second `onstart:` would replace this one): further
-# start-up checks belong in this block.
+# start-up steps belong in this block.
 onstart:
+    record_lock_owner()
     check_slurm_environment()
