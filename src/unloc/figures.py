@@ -354,9 +354,10 @@ def draw_wme_foprt(evals, model: str):
                                                                          3.0 * len(splits)), squeeze=False)
     for row_axes, split in zip(axes, splits):
         levels = summarise(evals, ("gt", *FOPRT_LEVELS), (split,))
+        series = [(name, points, summarise(evals, tuple(m for _, m in points), (split,)))
+                  for name, points in FOPRT_SERIES.items()]
         for ax, (column, label) in zip(row_axes, WME_CURVE_METRICS):
-            for i, (name, points) in enumerate(FOPRT_SERIES.items()):
-                rows = summarise(evals, tuple(m for _, m in points), (split,))
+            for i, (name, points, rows) in enumerate(series):
                 ax.errorbar([x for x, _ in points], [r[f"{column}_mean"] for r in rows],
                             yerr=[r[f"{column}_std"] for r in rows], fmt="-o", ms=3, capsize=2, color=f"C{i}",
                             label=name)

@@ -51,11 +51,8 @@ def record_owner(lock_files, owners_dir) -> None:
 def release_stale(owners_dir) -> list[str]:
     """Remove each recorded lock whose Snakemake process is gone from this host, and each record
     whose lock is gone; return the lock files removed."""
-    owners_dir = Path(owners_dir)
-    if not owners_dir.is_dir():
-        return []
     host, removed = socket.gethostname(), []
-    for record_path in sorted(owners_dir.glob("*.lock.json")):
+    for record_path in sorted(Path(owners_dir).glob("*.lock.json")):  # none where the folder is not there
         try:
             owner = json.loads(record_path.read_text())
             lock = Path(owner["lock"])
